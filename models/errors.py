@@ -1,0 +1,53 @@
+"""Errors raised while reading or writing an artifact.
+
+Every error names the file it is about and says what was expected and what was found::
+
+    ArtifactError
+     ├── ArtifactNotFoundError     the directory or one of its files is missing
+     ├── ManifestError             manifest.json is not valid JSON, breaks the schema or contradicts itself
+     │    └── UnsupportedFormatError   format_version is not one this bnserve reads
+     ├── ChecksumError             a file's SHA-256 differs from the one recorded at export
+     ├── TensorMismatchError       a tensor is missing, extra, or has the wrong shape or dtype
+     ├── NonFiniteError            a tensor holds NaN or +-inf
+     └── CanaryMismatchError       the rebuilt network does not reproduce the outputs recorded at export
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ArtifactError(Exception):
+    """Base class: the artifact at ``path`` cannot be written or served."""
+
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+class ArtifactNotFoundError(ArtifactError):
+    pass
+
+
+class ManifestError(ArtifactError):
+    pass
+
+
+class UnsupportedFormatError(ManifestError):
+    pass
+
+
+class ChecksumError(ArtifactError):
+    pass
+
+
+class TensorMismatchError(ArtifactError):
+    pass
+
+
+class NonFiniteError(ArtifactError):
+    pass
+
+
+class CanaryMismatchError(ArtifactError):
+    pass
