@@ -1,0 +1,1 @@
+"""bnserve service: artifact -> HTTP."""

@@ -1,0 +1,51 @@
+"""Serve an artifact: ``python -m service --model artifacts/breast_cancer [--host H] [--port P]``.
+
+Every option also reads from its ``BNSERVE_*`` variable (see service/settings.py); flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import uvicorn
+
+from service.settings import Settings
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", dest="model_dir", help="artifact directory (BNSERVE_MODEL_DIR)")
+    parser.add_argument("--host", help="address to bind (BNSERVE_HOST)")
+    parser.add_argument("--port", type=int, help="port (BNSERVE_PORT)")
+    parser.add_argument("--workers", type=int, help="worker processes (BNSERVE_WORKERS)")
+    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    settings = Settings(**overrides)
+    # Worker processes build their own Settings from the environment: hand the flags down that way.
+    for key, value in overrides.items():
+        os.environ[f"BNSERVE_{key.upper()}"] = str(value)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(message)s")
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        loop="uvloop",
+        http="httptools",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Turns a /predict body into a float32 array ``(B, F)``, or a 4xx error that says what and where.
+
+The common case (rows as JSON arrays of numbers) takes a vectorized path: orjson, then one ``np.array``
+call. Anything unusual takes the exact path, which walks the rows to name the first bad cell.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.errors import BadRequest, PayloadTooLarge, Unprocessable
+
+
+def parse_body(body: bytes) -> Any:
+    """Gives back the decoded JSON; NaN and Infinity literals are decoded so they can be reported by cell."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        try:  # the stdlib accepts NaN / Infinity, which orjson (rightly) rejects as JSON
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest(f"malformed JSON body: {e}") from None
+
+
+def parse_instances(body: bytes, feature_names: list[str], *, max_rows: int) -> np.ndarray:
+    """Gives back the request's rows as a float32 array of shape (B, len(feature_names))."""
+    payload = parse_body(body)
+    if not isinstance(payload, dict) or "instances" not in payload:
+        got = f"an object with keys {sorted(payload)}" if isinstance(payload, dict) else type(payload).__name__
+        raise Unprocessable(f'expected a JSON object {{"instances": [row, ...]}}, got {got}')
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise Unprocessable(f"expected 'instances' to be a list of rows, got {type(instances).__name__}")
+    if not instances:
+        raise Unprocessable("expected at least one row in 'instances', got an empty list")
+    if len(instances) > max_rows:
+        raise PayloadTooLarge(f"expected at most {max_rows} rows per request, got {len(instances)}")
+    n = len(feature_names)
+    # Only numbers may appear in the rows for the fast path: no strings (quotes beyond the one key), no booleans.
+    if isinstance(instances[0], list) and body.count(b'"') == 2 and b"true" not in body and b"false" not in body:
+        try:
+            rows = np.array(instances, dtype=np.float64)
+        except (ValueError, TypeError):
+            rows = None
+        if rows is not None and rows.ndim == 2 and rows.shape[1] == n:
+            with np.errstate(over="ignore"):
+                out = rows.astype(np.float32)
+            if np.isfinite(out).all():
+                return out
+    return _parse_exactly(instances, feature_names)
+
+
+def _parse_exactly(instances: list[Any], feature_names: list[str]) -> np.ndarray:
+    n = len(feature_names)
+    index = {name: j for j, name in enumerate(feature_names)}
+    out = np.empty((len(instances), n), dtype=np.float32)
+    for i, row in enumerate(instances):
+        if isinstance(row, dict):
+            values = _row_from_object(row, i, feature_names, index)
+        elif isinstance(row, list):
+            if len(row) != n:
+                raise Unprocessable(f"expected {n} features, got {len(row)} at row {i}")
+            values = row
+        else:
+            raise Unprocessable(
+                f"expected each row to be a list of {n} numbers or an object keyed by feature name, "
+                f"got {type(row).__name__} at row {i}"
+            )
+        for j, v in enumerate(values):
+            out[i, j] = _number(v, i, j, feature_names[j])
+    return out
+
+
+def _row_from_object(row: dict[str, Any], i: int, feature_names: list[str], index: dict[str, int]) -> list[Any]:
+    unknown = [k for k in row if k not in index]
+    if unknown:
+        raise Unprocessable(
+            f"unknown feature {unknown[0]!r} at row {i}; expected the {len(feature_names)} names from /metadata"
+        )
+    missing = [name for name in feature_names if name not in row]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise Unprocessable(f"missing feature {missing[0]!r}{more} at row {i}")
+    return [row[name] for name in feature_names]
+
+
+def _number(v: Any, i: int, j: int, name: str) -> float:
+    where = f"at row {i}, column {j} ({name!r})"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise Unprocessable(f"expected a number {where}, got {type(v).__name__} {v!r}")
+    f = float(v)
+    with np.errstate(over="ignore"):
+        fits = math.isfinite(float(np.float32(f)))
+    if not math.isfinite(f) or not fits:
+        beyond = "" if not math.isfinite(f) else " (beyond float32's range of about ±3.4e38)"
+        raise Unprocessable(f"expected a finite number {where}, got {v!r}{beyond}")
+    return f

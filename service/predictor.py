@@ -1,0 +1,245 @@
+"""The predictor: owns the verified artifact and answers predictions with the frozen statistics.
+
+    predictor = Predictor(settings)
+    predictor.load()                      # verify, freeze, fold BN, self-test; then ready
+    await predictor.predict(rows)         # rows: float32 (B, F) -> one answer per row
+    predictor.bn_stats()                  # the frozen BN statistics, straight from the unfolded network
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from models import Artifact, ArtifactError, load_artifact
+from models.bn import batchnorm_layers, fold_batchnorm, model_bn_fingerprint, training_bn_layers
+from service.batching import MicroBatcher
+from service.errors import NotFound, NotReady
+from service.settings import Settings
+
+log = logging.getLogger("bnserve")
+
+FOLD_TOLERANCE = 1e-5
+
+
+class ActivationObserver(Protocol):
+    """Sees every serving batch: the raw input rows and each BN layer's output (after folding too)."""
+
+    def observe(self, x: torch.Tensor, bn_outputs: dict[str, torch.Tensor]) -> None: ...
+
+
+class Predictor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.artifact: Artifact | None = None
+        self.serving_model: nn.Module | None = None
+        self.batcher: MicroBatcher | None = None
+        self.observer: ActivationObserver | None = None
+        self.device = torch.device("cpu")
+        self.error: str | None = "not loaded yet"
+        self.fold_max_abs_diff: float | None = None
+        self.load_seconds: float | None = None
+        self._bn_names: set[str] = set()
+
+    @property
+    def ready(self) -> bool:
+        return self.error is None
+
+    def load(self) -> None:
+        """Loads, verifies and freezes the artifact; on failure ``ready`` stays False and ``error`` says why."""
+        start = time.perf_counter()
+        try:
+            self._load()
+        except (ArtifactError, RuntimeError, ValueError) as e:
+            self.error = f"artifact refused: {e}"
+            log.error("bnserve is NOT ready: %s", self.error)
+            return
+        self.error = None
+        self.load_seconds = time.perf_counter() - start
+
+    def _load(self) -> None:
+        torch.set_num_threads(self.settings.torch_threads)
+        self.device = _pick_device(self.settings.device)
+        artifact = load_artifact(self.settings.model_dir, device=self.device)
+        model = artifact.model
+        if still_training := training_bn_layers(model):
+            raise RuntimeError(f"BN layers {still_training} are in training mode")
+        if model_bn_fingerprint(model) != artifact.bn_fingerprint:
+            raise RuntimeError("the BN fingerprint of the loaded network differs from the manifest's")
+        serving = model
+        if self.settings.fold_bn:
+            serving = fold_batchnorm(model)  # type: ignore[arg-type]
+            self.fold_max_abs_diff = _max_abs_diff(model, serving, artifact, self.device)
+            if not self.fold_max_abs_diff <= FOLD_TOLERANCE:
+                raise RuntimeError(
+                    f"the folded network differs from the unfolded one by {self.fold_max_abs_diff:.3g} on the "
+                    f"canary inputs (tolerance {FOLD_TOLERANCE}); set BNSERVE_FOLD_BN=false to serve unfolded"
+                )
+        self.artifact, self.serving_model = artifact, serving
+        self._bn_names = {name for name, _ in batchnorm_layers(model)}
+        self.batcher = MicroBatcher(
+            self.forward,
+            max_batch_rows=self.settings.max_batch_rows,
+            max_wait_ms=self.settings.max_wait_ms,
+        )
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+
+    # ------------------------------------------------------------------------------------------ serving
+
+    def require_ready(self) -> Artifact:
+        if self.artifact is None or self.error is not None:
+            raise NotReady(f"model not ready: {self.error}")
+        return self.artifact
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.require_ready().manifest.feature_names
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Gives back class probabilities (B, K) or regression values (B, 1) for raw rows (B, F)."""
+        assert self.serving_model is not None and self.artifact is not None
+        with torch.inference_mode():
+            xt = torch.from_numpy(x).to(self.device)
+            out = self._serving_forward(xt)
+            if self.artifact.manifest.task == "classification":
+                out = torch.softmax(out, dim=1)
+            return out.cpu().numpy()
+
+    def _serving_forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.serving_model is not None
+        if self.observer is None:
+            return self.serving_model(x)
+        bn_outputs: dict[str, torch.Tensor] = {}
+        h = x
+        for name, layer in self.serving_model.named_children():
+            h = layer(h)
+            if name in self._bn_names:  # a folded BN's slot holds the fused layer's output
+                bn_outputs[name] = h
+        self.observer.observe(x, bn_outputs)
+        return h
+
+    async def predict(self, rows: np.ndarray) -> dict[str, Any]:
+        """Gives back the /predict answer for ``rows`` (B, F)."""
+        artifact = self.require_ready()
+        assert self.batcher is not None
+        out = await self.batcher.submit(rows)
+        return {
+            "model": artifact.manifest.name,
+            "artifact_sha256": artifact.weights_sha256,
+            "predictions": self.format_predictions(out),
+        }
+
+    def format_predictions(self, out: np.ndarray) -> list[dict[str, Any]]:
+        labels = self.require_ready().manifest.class_labels
+        if labels is None:
+            return [{"value": v} for v in out[:, 0].tolist()]
+        best = out.argmax(axis=1).tolist()
+        return [
+            {"label": labels[k], "probabilities": dict(zip(labels, p, strict=True))}
+            for k, p in zip(best, out.tolist(), strict=True)
+        ]
+
+    # ------------------------------------------------------------------------------------------ inspection
+
+    def bn_stats(self, *, layer: str | None = None, vectors: bool = True) -> dict[str, Any]:
+        """Gives back every BN layer's frozen statistics (or one layer's), read from the unfolded network."""
+        artifact = self.require_ready()
+        layers = [_bn_entry(name, bn, vectors) for name, bn in batchnorm_layers(artifact.model)]
+        if layer is not None:
+            names = [entry["name"] for entry in layers]
+            if layer not in names:
+                raise NotFound(f"no BN layer {layer!r}; the BN layers are {names}")
+            layers = [entry for entry in layers if entry["name"] == layer]
+        std = artifact.manifest.input_standardization
+        return {
+            "model": artifact.manifest.name,
+            "artifact_sha256": artifact.weights_sha256,
+            "fingerprint": model_bn_fingerprint(artifact.model),
+            "artifact_fingerprint": artifact.bn_fingerprint,
+            "statistics": "ema",
+            "mode": "eval" if not training_bn_layers(artifact.model) else "train",
+            "input_standardization": {
+                "layer": std.layer,
+                "feature_names": artifact.manifest.feature_names,
+                **({"mean": std.mean, "std": std.std} if vectors else {}),
+                "summary": {"mean": _summary(std.mean), "std": _summary(std.std)},
+            },
+            "layers": layers,
+        }
+
+    def metadata(self) -> dict[str, Any]:
+        artifact = self.require_ready()
+        m = artifact.manifest
+        return {
+            "name": m.name,
+            "task": m.task,
+            "feature_names": m.feature_names,
+            "class_labels": m.class_labels,
+            "target_name": m.target_name,
+            "input_shape": m.input_shape,
+            "metrics": m.metrics,
+            "training": m.training,
+            "artifact_sha256": artifact.weights_sha256,
+            "bn_fingerprint": artifact.bn_fingerprint,
+            "created_at": m.created_at,
+            "format_version": m.format_version,
+            "versions": m.versions.model_dump(),
+            "batchnorm": [b.model_dump() for b in m.batchnorm],
+            "serving": {
+                "device": str(self.device),
+                "bn_folded": self.settings.fold_bn,
+                "fold_max_abs_diff": self.fold_max_abs_diff,
+                "max_rows": self.settings.max_rows,
+                "max_batch_rows": self.settings.max_batch_rows,
+                "max_wait_ms": self.settings.max_wait_ms,
+                "torch_threads": self.settings.torch_threads,
+            },
+        }
+
+
+def _pick_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("BNSERVE_DEVICE=cuda but no CUDA device is available")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def _max_abs_diff(model: nn.Module, folded: nn.Module, artifact: Artifact, device: torch.device) -> float:
+    x = torch.tensor(artifact.manifest.canary.inputs, dtype=torch.float32, device=device)
+    with torch.inference_mode():
+        return float((model(x) - folded(x)).abs().max())
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "max": max(values), "mean": math.fsum(values) / len(values)}
+
+
+def _bn_entry(name: str, bn: nn.Module, vectors: bool) -> dict[str, Any]:
+    assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
+    assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
+    tensors = {"running_mean": bn.running_mean, "running_var": bn.running_var}
+    if bn.affine:
+        tensors |= {"weight": bn.weight, "bias": bn.bias}
+    lists = {key: t.detach().cpu().tolist() for key, t in tensors.items()}
+    return {
+        "name": name,
+        "kind": "2d" if isinstance(bn, nn.BatchNorm2d) else "1d",
+        "num_features": bn.num_features,
+        "momentum": bn.momentum,
+        "eps": bn.eps,
+        "num_batches_tracked": int(bn.num_batches_tracked),
+        "statistics": "ema",
+        "training": bn.training,
+        **(lists if vectors else {}),
+        "summary": {key: _summary(v) for key, v in lists.items()},
+    }

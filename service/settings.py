@@ -1,0 +1,37 @@
+"""Service settings: one pydantic-settings class, read from ``BNSERVE_*`` environment variables.
+
+    BNSERVE_MODEL_DIR=artifacts/wine BNSERVE_PORT=9000 python -m service
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BNSERVE_", extra="ignore")
+
+    model_dir: Path = Field(Path("artifacts/breast_cancer"), description="artifact directory to serve")
+    host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 in containers)")
+    port: int = Field(8000, ge=0, le=65535, description="port to bind")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
+    access_log: bool = Field(False, description="log every request (costs throughput)")
+    max_rows: int = Field(4096, ge=1, description="most rows one /predict request may carry")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads for the forward pass")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
+    fold_bn: bool = Field(True, description="fold each BN into the preceding Linear/Conv for serving")
+    max_batch_rows: int = Field(
+        512, ge=1, description="micro-batching: most rows merged into one forward pass"
+    )
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="micro-batching: how long the first queued request waits for others; 0 merges only "
+        "the requests that arrived while the previous forward ran (no added latency when idle)",
+    )
