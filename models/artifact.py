@@ -32,7 +32,6 @@ from torch import nn
 from models import __version__
 from models.bn import BN_BUFFERS, batchnorm_layers, bn_fingerprint, freeze
 from models.errors import (
-    ArtifactError,
     ArtifactNotFoundError,
     CanaryMismatchError,
     ChecksumError,
@@ -166,14 +165,15 @@ def _batchnorm_info(layers: list[LayerSpec], tensors: dict[str, torch.Tensor]) -
 def _write_dir_atomically(out_dir: Path, files: dict[str, bytes]) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    old = None
     try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a server running as another user must read it
         for fname, data in files.items():
             with open(tmp / fname, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
         _fsync_dir(tmp)
-        old = None
         if out_dir.exists():
             # A directory cannot be renamed over a non-empty one: move the old one aside first.
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
@@ -184,7 +184,17 @@ def _write_dir_atomically(out_dir: Path, files: dict[str, bytes]) -> None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            _restore_aside(old, out_dir)
         raise
+
+
+def _restore_aside(old: Path, out_dir: Path) -> None:
+    """Puts the artifact set aside in ``old`` back at ``out_dir`` if nothing replaced it; drops ``old``."""
+    with contextlib.suppress(OSError):
+        if not out_dir.exists():
+            os.replace(old / out_dir.name, out_dir)
+        old.rmdir()  # only once empty: never deletes the previous artifact
 
 
 def _fsync_dir(path: Path) -> None:
@@ -238,7 +248,7 @@ def load_artifact(path: str | Path, *, device: str | torch.device = "cpu") -> Ar
     return Artifact(
         path=path,
         manifest=manifest,
-        model=freeze(model.to(device)),  # type: ignore[arg-type]
+        model=freeze(model.to(device)),
         weights_sha256=weights_sha,
         bn_fingerprint=manifest.bn_fingerprint,
     )
@@ -350,7 +360,7 @@ def _check_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], where: Pa
                 f"missing tensor {key!r} ({_describe(ref)}) that the architecture in manifest.json needs{suffix}",
                 path=where,
             )
-    for key, t in tensors.items():
+    for key, t in sorted(tensors.items()):  # safetensors gives them in no fixed order
         if key not in expected:
             raise TensorMismatchError(
                 f"unexpected tensor {key!r} ({_describe(t)}) that no layer in manifest.json declares{suffix}",

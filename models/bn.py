@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 from collections.abc import Iterator, Mapping
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -19,6 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def batchnorm_layers(model: nn.Module) -> Iterator[tuple[str, _BatchNorm]]:
@@ -28,7 +31,7 @@ def batchnorm_layers(model: nn.Module) -> Iterator[tuple[str, _BatchNorm]]:
             yield name, module
 
 
-def freeze(model: nn.Module) -> nn.Module:
+def freeze(model: ModuleT) -> ModuleT:
     """Gives back ``model`` in eval mode with no parameter requiring grad (BN then uses running stats)."""
     model.eval()
     for p in model.parameters():
@@ -68,13 +71,13 @@ def fold_batchnorm(model: nn.Sequential) -> nn.Sequential:
     """Gives back an eval-mode copy of ``model`` where each BN that directly follows a Linear or Conv2d
     is folded into it (``torch.nn.utils.fusion``) and replaced by ``nn.Identity``.
 
-    BN layers placed after an activation have no preceding affine layer to fold into; they stay as
-    eval-mode BN, which is already a per-channel affine map.
+    BN layers placed after an activation have no preceding affine layer to fold into, and BN layers
+    without affine parameters are not folded either; they stay as eval-mode BN, which is already a
+    per-channel affine map.
     """
     folded = copy.deepcopy(model).eval()
-    children = list(folded.named_children())
-    for (prev_name, prev), (name, module) in zip(children, children[1:], strict=False):
-        if not isinstance(module, _BatchNorm):
+    for (prev_name, prev), (name, module) in itertools.pairwise(list(folded.named_children())):
+        if not isinstance(module, _BatchNorm) or not module.affine:
             continue
         if isinstance(prev, nn.Linear) and isinstance(module, nn.BatchNorm1d):
             setattr(folded, prev_name, fuse_linear_bn_eval(prev, module))
@@ -83,4 +86,4 @@ def fold_batchnorm(model: nn.Sequential) -> nn.Sequential:
         else:
             continue
         setattr(folded, name, nn.Identity())
-    return freeze(folded)  # type: ignore[return-value]
+    return freeze(folded)

@@ -106,6 +106,9 @@ LayerSpec = Annotated[
 class Standardize(nn.Module):
     """Input standardization with fixed training-split statistics, stored as buffers."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, num_features: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(num_features))
@@ -125,6 +128,9 @@ class Reshape(nn.Module):
 
 
 class Rescale(nn.Module):
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def __init__(self, num_features: int) -> None:
         super().__init__()
         self.register_buffer("scale", torch.ones(num_features))

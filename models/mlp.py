@@ -53,7 +53,7 @@ def block_layers(
     if bn_position not in ("before_activation", "after_activation"):
         raise ValueError(f"bn_position must be 'before_activation' or 'after_activation', got {bn_position!r}")
     bn = BatchNormSpec(name=f"bn{i}", type=bn_type, num_features=num_features, eps=eps, momentum=momentum)
-    act = ActivationSpec(name=f"act{i}", type=ACTIVATIONS[activation])  # type: ignore[arg-type]
+    act = ActivationSpec(name=f"act{i}", type=ACTIVATIONS[activation])
     return [make_weight, bn, act] if bn_position == "before_activation" else [make_weight, act, bn]
 
 

@@ -1,7 +1,7 @@
 """The FastAPI app factory.
 
-    uvicorn --factory service.app:create_app        # settings from BNSERVE_* variables
-    python -m service --model artifacts/breast_cancer
+uvicorn --factory service.app:create_app        # settings from BNSERVE_* variables
+python -m service --model artifacts/breast_cancer
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from fastapi import FastAPI
 
 from models import __version__
 from service.errors import install_error_handlers
+from service.metrics import DRIFT_REFRESH_S, Metrics, MetricsMiddleware
 from service.predictor import Predictor
-from service.routes import bn_stats, health, predict
+from service.routes import bn_stats, drift, health, predict
+from service.routes import metrics as metrics_route
 from service.settings import Settings
 
 log = logging.getLogger("bnserve")
@@ -26,15 +28,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Gives back the app; the artifact is loaded in the lifespan, never at import or here."""
     settings = settings or Settings()
     predictor = Predictor(settings)
+    metrics = Metrics(multiprocess_dir=settings.prometheus_multiproc_dir)
+    predictor.on_batch = metrics.batch_rows.observe
+    predictor.on_predict_rows = metrics.predict_rows.observe
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(predictor.load)
         if predictor.ready:
+            metrics.set_model(predictor.require_ready())
             _announce(settings, predictor)
+        publisher = (
+            asyncio.create_task(_publish_drift(metrics, predictor)) if metrics.multiprocess_dir else None
+        )
         try:
             yield
         finally:
+            if publisher is not None:
+                publisher.cancel()
+            metrics.close()
             predictor.close()
 
     app = FastAPI(
@@ -42,13 +54,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Serves a batch-normalized network in eval mode with its frozen BN statistics.",
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry looks the providers up in os.environ on every request: 14% of a
+        # one-row /predict (docs/PERFORMANCE.md). bnserve reports its own metrics instead.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.predictor = predictor
+    app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (predict.router, bn_stats.router, health.router):
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    for router in (predict.router, bn_stats.router, drift.router, health.router, metrics_route.router):
         app.include_router(router)
+    app.router.routes.insert(0, predict.asgi_route)  # serves POST /predict; see service/routes/predict.py
     return app
+
+
+async def _publish_drift(metrics: Metrics, predictor: Predictor) -> None:
+    """Multiprocess mode: keeps this worker's drift series current for scrapes that other workers answer."""
+    while True:
+        try:
+            await asyncio.to_thread(metrics.refresh_drift, predictor.drift)
+        except Exception:
+            log.exception("could not publish the drift series; trying again in %.0f s", DRIFT_REFRESH_S)
+        await asyncio.sleep(DRIFT_REFRESH_S)
 
 
 def _announce(settings: Settings, predictor: Predictor) -> None:

@@ -5,20 +5,32 @@ merging is therefore exact. Each caller gets back exactly its own rows, in order
 
 Policy: the first request to arrive while the model is idle is scheduled for the next turn of the event
 loop (``max_wait_ms=0``) or after ``max_wait_ms``; every request parsed before then joins its batch, up to
-``max_batch_rows``. While a batch runs, new requests queue and form the next batch. Small batches run on
-the event loop (a hop to a thread costs more than the forward itself); large ones run in one worker thread
-so the loop keeps accepting and parsing requests meanwhile.
+``max_batch_rows``. While a batch runs, new requests queue and form the next batch.
+
+Small batches (at most ``inline_rows``) run on the event loop: a hop to a thread costs more than their
+forward. Larger ones run in one worker thread, and while they do, requests of at most ``inline_rows`` rows
+keep being served on the loop, so a large request never holds up small ones; large requests wait for the
+thread, in order.
+
+Failures stay with their caller: when a merged forward raises, each request of the batch is run again on
+its own, so only the request that fails gets the exception. A caller that goes away (its task cancelled)
+is dropped from its batch and never blocks or breaks the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+log = logging.getLogger("bnserve")
+
 Forward = Callable[[np.ndarray], np.ndarray]
+Request = tuple[np.ndarray, "asyncio.Future[np.ndarray]"]
+Outcome = np.ndarray | BaseException
 
 
 class MicroBatcher:
@@ -36,10 +48,9 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000
         self.inline_rows = inline_rows
         self.on_batch = on_batch  # called with the row count of every forward pass (metrics)
-        self._pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
-        self._pending_rows = 0
+        self._pending: list[Request] = []
         self._scheduled: asyncio.Handle | None = None
-        self._busy = False
+        self._busy = False  # the worker thread is running a batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnserve-forward")
 
     async def submit(self, rows: np.ndarray) -> np.ndarray:
@@ -47,15 +58,12 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self._pending.append((rows, future))
-        self._pending_rows += len(rows)
-        if not self._busy:
-            if self._pending_rows >= self.max_batch_rows:
-                self._cancel_schedule()
-                self._flush()
-            elif self._scheduled is None:
-                self._scheduled = (
-                    loop.call_later(self.max_wait, self._flush) if self.max_wait > 0 else loop.call_soon(self._flush)
-                )
+        if self._scheduled is None:
+            wait = self.max_wait
+            self._scheduled = loop.call_later(wait, self._flush) if wait > 0 else loop.call_soon(self._flush)
+        elif self.max_wait > 0 and self._pending_rows() >= self.max_batch_rows:
+            self._cancel_schedule()  # the batch is full: no reason to wait out max_wait
+            self._scheduled = loop.call_soon(self._flush)
         return await future
 
     def close(self) -> None:
@@ -66,74 +74,93 @@ class MicroBatcher:
         self._pending.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def _pending_rows(self) -> int:
+        return sum(len(rows) for rows, _ in self._pending)
+
     def _cancel_schedule(self) -> None:
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
 
-    def _take_batch(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
-        # A single request larger than max_batch_rows still runs, alone: it was already accepted.
-        batch, rows = [], 0
-        while self._pending and (not batch or rows + len(self._pending[0][0]) <= self.max_batch_rows):
-            item = self._pending.pop(0)
-            if item[1].cancelled():  # the caller went away
-                self._pending_rows -= len(item[0])
-                continue
-            batch.append(item)
-            rows += len(item[0])
-        self._pending_rows -= rows
-        return batch
-
     def _flush(self) -> None:
         self._scheduled = None
-        batch = self._take_batch()
-        if not batch:
-            return
-        x = batch[0][0] if len(batch) == 1 else np.concatenate([rows for rows, _ in batch])
-        if len(x) <= self.inline_rows:
-            try:
-                self._deliver(batch, self._run(x))
-            finally:
-                self._after_batch()
-            return
-        self._busy = True
-        loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(self._executor, self._run, x)
-        done.add_done_callback(lambda f: self._on_threaded_done(batch, f))
+        while True:
+            batch = self._take_batch(small_only=self._busy)
+            if not batch:
+                return
+            rows = sum(len(r) for r, _ in batch)
+            if rows <= self.inline_rows:
+                self._deliver(batch, self._run(batch))
+                continue
+            self._busy = True
+            done = asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch)
+            done.add_done_callback(lambda f, batch=batch: self._on_threaded_done(batch, f))
 
-    def _run(self, x: np.ndarray) -> np.ndarray | BaseException:
+    def _take_batch(self, *, small_only: bool) -> list[Request]:
+        """Gives back the next batch, in arrival order; ``small_only``: only requests that may run inline.
+
+        A single request larger than ``max_batch_rows`` still runs, alone: it was already accepted.
+        """
+        limit = min(self.inline_rows, self.max_batch_rows) if small_only else self.max_batch_rows
+        batch: list[Request] = []
+        kept: list[Request] = []
+        rows = 0
+        for i, item in enumerate(self._pending):
+            n = len(item[0])
+            if item[1].done():  # the caller went away
+                continue
+            if small_only and n > self.inline_rows:
+                kept.append(item)  # waits for the thread
+                continue
+            if batch and rows + n > limit:
+                kept += self._pending[i:]
+                break
+            batch.append(item)
+            rows += n
+        self._pending = kept
+        return batch
+
+    def _run(self, batch: list[Request]) -> list[Outcome]:
+        """Gives back each request's output or exception; runs on the loop or in the worker thread."""
         try:
+            x = batch[0][0] if len(batch) == 1 else np.concatenate([rows for rows, _ in batch])
             out = self.forward(x)
-        except Exception as e:  # delivered to the callers of this batch only
-            return e
+        except Exception as e:
+            if len(batch) == 1:
+                return [e]
+            # Find whose rows fail: the others must not pay for them.
+            return [outcome for item in batch for outcome in self._run([item])]
         if self.on_batch is not None:
-            self.on_batch(len(x))
-        return out
+            try:
+                self.on_batch(len(x))
+            except Exception:  # a metrics hook must never keep answers from their callers
+                log.exception("on_batch hook failed")
+        outcomes: list[Outcome] = []
+        start = 0
+        for rows, _ in batch:
+            outcomes.append(out[start : start + len(rows)])
+            start += len(rows)
+        return outcomes
 
-    def _on_threaded_done(self, batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]], f: asyncio.Future) -> None:
+    def _on_threaded_done(self, batch: list[Request], f: asyncio.Future[list[Outcome]]) -> None:
         self._busy = False
         try:
-            result = f.result()
-        except BaseException as e:
-            result = e
-        try:
-            self._deliver(batch, result)
-        finally:
-            self._after_batch()
-
-    def _after_batch(self) -> None:
-        if self._pending and not self._busy and self._scheduled is None:
+            outcomes = f.result()
+        except BaseException as e:  # the executor was shut down, or the task was cancelled
+            outcomes = [e] * len(batch)
+        self._deliver(batch, outcomes)
+        if self._pending and self._scheduled is None:
             # Requests that queued during the forward form the next batch right away.
             self._scheduled = asyncio.get_running_loop().call_soon(self._flush)
 
     @staticmethod
-    def _deliver(batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]], out: np.ndarray | BaseException) -> None:
-        start = 0
-        for rows, future in batch:
-            stop = start + len(rows)
-            if not future.done():
-                if isinstance(out, BaseException):
-                    future.set_exception(out)
-                else:
-                    future.set_result(out[start:stop])
-            start = stop
+    def _deliver(batch: list[Request], outcomes: list[Outcome]) -> None:
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # cancelled while its batch ran
+                continue
+            if isinstance(outcome, asyncio.CancelledError):  # the executor shut down under it
+                future.cancel()
+            elif isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)

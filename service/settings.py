@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,4 +34,32 @@ class Settings(BaseSettings):
         ge=0,
         description="micro-batching: how long the first queued request waits for others; 0 merges only "
         "the requests that arrived while the previous forward ran (no added latency when idle)",
+    )
+    drift_enabled: bool = Field(
+        True, description="watch live traffic at every BN layer and the input against the frozen statistics"
+    )
+    drift_window_mode: Literal["rows", "decay"] = Field(
+        "rows",
+        description="rows: the last drift_window rows exactly; decay: every row, halved every drift_decay rows",
+    )
+    drift_window: int = Field(
+        2048, ge=1, description="rows mode: how many recent rows the drift window holds"
+    )
+    drift_decay: float = Field(
+        1024.0, gt=0, description="decay mode: the half-life of a row's weight, in rows"
+    )
+    drift_min_rows: int = Field(
+        200, ge=1, description="fewer rows in the window give the verdict insufficient_data, not 'no drift'"
+    )
+    drift_threshold: float = Field(
+        1.5,
+        gt=0,
+        description="alert when the drift score exceeds this (training standard deviations; a collapsed "
+        "spread alone scores at most 1, a 3-sigma shift about 3)",
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("prometheus_multiproc_dir", "PROMETHEUS_MULTIPROC_DIR"),
+        description="PROMETHEUS_MULTIPROC_DIR (no BNSERVE_ prefix, prometheus-client reads it too): "
+        "a directory shared by the worker processes; /metrics then adds up every worker",
     )

@@ -1,17 +1,34 @@
+"""POST /predict: rows in, one prediction per row out.
+
+The route is served by ``PredictASGI``, a bare ASGI endpoint placed ahead of the documented FastAPI
+route (``app.router.routes.insert(0, asgi_route)`` in create_app). It runs inside the same middleware
+(metrics, error handlers) but skips FastAPI's per-request machinery (Request object, dependency solving,
+response wrapping), which cost more than the prediction itself for a one-row request
+(docs/PERFORMANCE.md). The FastAPI route below documents the endpoint and answers identically.
+"""
+
 from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from service.deps import PredictorDep, SettingsDep
 from service.errors import PayloadTooLarge, UnsupportedMediaType
 from service.inputs import parse_instances
+from service.predictor import Predictor
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
+from service.settings import Settings
 
 router = APIRouter(tags=["predict"])
 
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body arrived: there is no one to answer."""
 
 
 @router.post(
@@ -26,26 +43,61 @@ _ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
     },
     summary="Predict with the frozen BN statistics (eval mode); one row or many",
 )
-async def predict(request: Request, predictor: PredictorDep, settings: SettingsDep) -> Response:
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise UnsupportedMediaType(f"expected Content-Type application/json, got {content_type or 'none'!r}")
-    body = await _read_body(request, settings.max_body_bytes)
+async def predict(request: Request) -> Response:
+    status, body = await _answer(request.scope, request.receive)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+class PredictASGI:
+    """The bare ASGI endpoint (a class: Starlette would wrap a plain function as a Request handler)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = asgi_route  # as FastAPI's routes do: the metrics label requests by route template
+        status, body = await _answer(scope, receive)
+        if status == 200:
+            headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+
+asgi_route = Route("/predict", PredictASGI(), methods=["POST"], include_in_schema=False)
+
+
+async def _answer(scope: Scope, receive: Receive) -> tuple[int, bytes]:
+    """Gives back (200, the answer's JSON), or (499, b"") when the client left; raises ServiceError on bad input."""
+    state = scope["app"].state
+    predictor: Predictor = state.predictor
+    settings: Settings = state.settings
+    content_type, declared = b"", None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            declared = value
+    if content_type.split(b";")[0].strip().lower() != b"application/json":
+        got = content_type.decode("latin-1") or "none"
+        raise UnsupportedMediaType(f"expected Content-Type application/json, got {got!r}")
+    try:
+        body = await _read_body(receive, settings.max_body_bytes, declared)
+    except _ClientGone:
+        return 499, b""
     rows = parse_instances(body, predictor.feature_names, max_rows=settings.max_rows)
     answer = await predictor.predict(rows)
-    return Response(orjson.dumps(answer), media_type="application/json")
+    return 200, orjson.dumps(answer)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def _read_body(receive: Receive, limit: int, declared: bytes | None) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"expected a body of at most {limit} bytes, got {declared}")
-    if declared is not None:
-        return await request.body()
+        raise PayloadTooLarge(f"expected a body of at most {limit} bytes, got {declared.decode()}")
     chunks, size = [], 0
-    async for chunk in request.stream():  # chunked upload: count as it arrives
+    while True:  # one message for a small body; a chunked upload is counted as it arrives
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"expected a body of at most {limit} bytes, got more")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,0 +1,80 @@
+"""The answers every benchmarked service must give: the unbatched, unfolded network's, within 1e-6.
+
+reference = Reference.from_artifact(load_artifact(path), rows)
+problem = check_answer(orjson.loads(body), reference.expected[i : i + 1], reference.class_labels)
+assert problem is None, problem
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from models import Artifact
+
+TOLERANCE = 1e-6
+
+
+@dataclass
+class Reference:
+    """A pool of input rows and, for each, the output of the unfolded network run on that row alone."""
+
+    rows: np.ndarray  # (N, F) float32
+    expected: np.ndarray  # (N, K) float32: probabilities in class-label order, or (N, 1) values
+    class_labels: list[str] | None
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact, rows: np.ndarray) -> Reference:
+        model = artifact.model  # the network as exported: BN unfolded, eval mode
+        classification = artifact.manifest.task == "classification"
+        outputs = []
+        with torch.inference_mode():
+            for row in torch.from_numpy(rows).split(1):  # one row per forward: nothing batched
+                out = model(row)
+                outputs.append(torch.softmax(out, dim=1) if classification else out)
+        return cls(rows, torch.cat(outputs).numpy(), artifact.manifest.class_labels)
+
+
+def sample_rows(artifact: Artifact, n: int, *, seed: int = 0) -> np.ndarray:
+    """Gives back ``n`` distinct float32 rows spread like the training data (mean ± 2 std per feature)."""
+    std = artifact.manifest.input_standardization
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(-2, 2, size=(n, len(std.mean)))
+    rows = np.asarray(std.mean) + z * np.asarray(std.std)
+    # Rounded like a client would write them, so the JSON sent parses back to exactly these float32 values.
+    return np.array([[float(f"{v:.6g}") for v in row] for row in rows], dtype=np.float32)
+
+
+def request_body(rows: np.ndarray) -> bytes:
+    """Gives back the /predict body for ``rows``, numbers written so they parse back to the same float32."""
+    return (
+        '{"instances": [' + ", ".join("[" + ", ".join(f"{v:.9g}" for v in row) + "]" for row in rows) + "]}"
+    ).encode()
+
+
+def check_answer(answer: Any, expected: np.ndarray, class_labels: list[str] | None) -> str | None:
+    """Gives back None when ``answer`` (a decoded /predict body) matches ``expected`` (B, K), else what differs."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("predictions"), list):
+        return f"expected an object with a 'predictions' list, got {str(answer)[:120]!r}"
+    predictions = answer["predictions"]
+    if len(predictions) != len(expected):
+        return f"expected {len(expected)} predictions, got {len(predictions)}"
+    for i, (pred, want) in enumerate(zip(predictions, expected, strict=True)):
+        try:
+            if class_labels is None:
+                got = np.array([pred["value"]], dtype=np.float64)
+            else:
+                got = np.array([pred["probabilities"][label] for label in class_labels], dtype=np.float64)
+                label = class_labels[int(np.argmax(want))]
+                # A tie within the tolerance may go either way; otherwise the label must be the argmax.
+                if pred["label"] != label and np.sort(want)[-1] - np.sort(want)[-2] > TOLERANCE:
+                    return f"row {i}: expected label {label!r}, got {pred['label']!r}"
+        except (KeyError, TypeError) as e:
+            return f"row {i}: malformed prediction {str(pred)[:120]!r} ({type(e).__name__}: {e})"
+        diff = float(np.max(np.abs(got - want)))
+        if not diff <= TOLERANCE:
+            return f"row {i}: expected {want.tolist()}, got {got.tolist()} (max abs diff {diff:.3g} > {TOLERANCE})"
+    return None

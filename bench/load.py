@@ -1,0 +1,213 @@
+"""Load generators: wrk when it is installed, else a built-in one on asyncio streams (keep-alive HTTP/1.1).
+
+result = await drive_wrk(url, body, concurrency=16, seconds=10)
+result = await drive(host, port, items, concurrency=16, seconds=10, check=checker)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+# Counts non-200 answers in every wrk thread and prints one line the benchmark parses.
+WRK_SCRIPT = r"""
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) responses = 0; non200 = 0 end
+function response(status, headers, body)
+  responses = responses + 1
+  if status ~= 200 then non200 = non200 + 1 end
+end
+function done(summary, latency, requests)
+  local n, bad = 0, 0
+  for _, t in ipairs(threads) do n = n + t:get("responses"); bad = bad + t:get("non200") end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests": %d, "duration_us": %d, "responses": %d, "non200": %d, "socket_errors": %d, '
+      .. '"p50_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, n, bad, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    failures: int = 0  # non-200 answers and socket errors
+    problems: list[str] = field(default_factory=list)  # wrong answers, as check_answer words them
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Item:
+    """One request the generator can send, and what a correct answer holds (None: not checked)."""
+
+    body: bytes
+    expected: np.ndarray | None = None
+
+
+Checker = Callable[[object, np.ndarray], "str | None"]
+
+
+def have_wrk() -> bool:
+    return shutil.which("wrk") is not None
+
+
+async def drive_wrk(
+    url: str, body: bytes, *, concurrency: int, seconds: float, cpus: Sequence[int] | None = None
+) -> LoadResult:
+    """Gives back what wrk measured for ``seconds`` of POSTs of ``body`` from ``concurrency`` connections."""
+    with tempfile.TemporaryDirectory(prefix="bnserve-bench-") as tmp:
+        script, body_file = Path(tmp, "post.lua"), Path(tmp, "body.json")
+        script.write_text(WRK_SCRIPT)
+        body_file.write_bytes(body)
+        cmd = [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ]
+        if cpus and shutil.which("taskset"):
+            cmd = ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            env={**os.environ, "BENCH_BODY": str(body_file)},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+    text = out.decode(errors="replace")
+    line = next((ln for ln in text.splitlines() if ln.startswith("BENCH ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed (exit {proc.returncode}):\n{text}")
+    r = orjson.loads(line.removeprefix("BENCH "))
+    return LoadResult(
+        requests=r["requests"],
+        seconds=r["duration_us"] / 1e6,
+        p50_ms=r["p50_us"] / 1000,
+        p99_ms=r["p99_us"] / 1000,
+        failures=r["non200"] + r["socket_errors"],
+    )
+
+
+async def drive(
+    host: str,
+    port: int,
+    items: Sequence[Item],
+    *,
+    concurrency: int,
+    seconds: float | None = None,
+    total: int | None = None,
+    check: Checker | None = None,
+    pause: float = 0.0,
+    stop: asyncio.Event | None = None,
+) -> LoadResult:
+    """Gives back the load result of ``concurrency`` keep-alive connections cycling through ``items``.
+
+    Runs for ``seconds``, for ``total`` requests, or until ``stop`` is set; every answer whose item has
+    an ``expected`` is passed to ``check``. ``pause`` sleeps between a connection's requests (a trickle).
+    """
+    path = "/predict"
+    requests = [
+        (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(item.body)}\r\n\r\n".encode()
+            + item.body,
+            item.expected,
+        )
+        for item in items
+    ]
+    order = itertools.cycle(range(len(requests)))
+    latencies: list[float] = []
+    problems: list[str] = []
+    failures = 0
+    start = time.perf_counter()
+    deadline = start + seconds if seconds is not None else float("inf")
+    remaining = [total if total is not None else -1]
+
+    def more() -> bool:
+        if stop is not None and stop.is_set():
+            return False
+        if remaining[0] == 0 or time.perf_counter() >= deadline:
+            return False
+        remaining[0] -= 1
+        return True
+
+    async def connection() -> None:
+        nonlocal failures
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while more():
+                request, expected = requests[next(order)]
+                t0 = time.perf_counter()
+                writer.write(request)
+                status, body = await _read_response(reader)
+                latencies.append(time.perf_counter() - t0)
+                if status != 200:
+                    failures += 1
+                    if len(problems) < 5:
+                        problems.append(f"HTTP {status}: {body[:200]!r}")
+                elif expected is not None and check is not None:
+                    problem = check(orjson.loads(body), expected)
+                    if problem is not None and len(problems) < 5:
+                        problems.append(problem)
+                    failures += problem is not None
+                if pause:
+                    await asyncio.sleep(pause)
+        except (OSError, asyncio.IncompleteReadError) as e:
+            failures += 1
+            problems.append(f"connection failed: {type(e).__name__}: {e}")
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    lat = np.array(latencies) * 1000 if latencies else np.zeros(1)
+    return LoadResult(
+        requests=len(latencies),
+        seconds=elapsed,
+        p50_ms=float(np.percentile(lat, 50)),
+        p99_ms=float(np.percentile(lat, 99)),
+        failures=failures,
+        problems=problems,
+    )
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)

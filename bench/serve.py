@@ -1,0 +1,497 @@
+"""Benchmark bnserve against a tutorial-style service and a bare FastAPI endpoint, on the same artifact.
+
+    python -m bench.serve                          # one run; trains the default artifact the first time
+    python -m bench.serve --quick                  # short durations: a smoke test of the whole benchmark
+    python -m bench.serve --runs 3 --json out.json # medians of 3 runs (what docs/PERFORMANCE.md reports)
+    python -m bench.serve --model artifacts/breast_cancer --load builtin
+
+Each service runs as one uvicorn worker pinned to CPU 0; the load generator (wrk if installed, else the
+built-in asyncio one) runs on the other CPUs. Every answer the benchmark checks must match the unbatched,
+unfolded network within 1e-6; any mismatch makes the run fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: python bench/serve.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import orjson
+import torch
+
+from bench.check import Reference, check_answer, request_body, sample_rows
+from bench.load import Item, LoadResult, drive, drive_wrk, have_wrk
+from models import Artifact, ArtifactError, fold_batchnorm, load_artifact
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = Path(tempfile.gettempdir()) / "bnserve-bench" / "breast_cancer-256-256"
+HOST = "127.0.0.1"
+LOG_DIR = (
+    Path(tempfile.gettempdir()) / "bnserve-bench" / "logs"
+)  # each server's output, kept for a look after
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    module: str  # run as ``python -m <module>``
+    checked: bool  # its answers are compared with the reference
+    env: tuple[tuple[str, str], ...] = ()
+
+    def command(self, model: Path, port: int) -> list[str]:
+        args = [sys.executable, "-m", self.module, "--port", str(port)]
+        if self.module == "bench.bare":
+            return args
+        args += ["--model", str(model)]
+        return [*args, "--log-level", "warning"] if self.module == "service" else args
+
+
+SERVICES = (
+    Service("bnserve", "service", checked=True, env=(("BNSERVE_DRIFT_ENABLED", "true"),)),
+    Service("bnserve-monitor-off", "service", checked=True, env=(("BNSERVE_DRIFT_ENABLED", "false"),)),
+    Service("naive", "bench.naive", checked=True),
+    Service("bare", "bench.bare", checked=False),
+)
+
+
+@dataclass(frozen=True)
+class Load:
+    concurrency: int
+    rows: int  # per request
+
+    @property
+    def name(self) -> str:
+        return f"{self.rows} row{'s' if self.rows > 1 else ''} x c{self.concurrency}"
+
+
+@dataclass
+class Measurement:
+    service: str
+    load: str
+    rows: int
+    concurrency: int
+    rps: float
+    rows_per_s: float
+    p50_ms: float
+    p99_ms: float
+    failures: int
+    checked: int = 0  # answers compared with the reference during this load (besides the bursts)
+
+
+@dataclass
+class RunResult:
+    forward: dict[str, float]  # in-process torch forward, rows/s, keyed like "unfolded_b1"
+    startup_s: dict[str, float] = field(default_factory=dict)
+    measurements: list[Measurement] = field(default_factory=list)
+    checked: int = 0  # answers compared with the reference in this run
+    problems: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+def ensure_artifact(path: Path) -> Artifact:
+    """Gives back the artifact at ``path``, training the default 30-256-256-2 breast_cancer MLP there first."""
+    with contextlib.suppress(ArtifactError):
+        return load_artifact(path)
+    print(f"training the benchmark artifact into {path} ...", flush=True)
+    cmd = [sys.executable, "-m", "training", "--dataset", "breast_cancer", "--hidden", "256,256"]
+    done = subprocess.run(
+        [*cmd, "--out", str(path), "--no-progress"], cwd=ROOT, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"could not train the benchmark artifact:\n{done.stdout}{done.stderr}")
+    return load_artifact(path)
+
+
+def measure_forward(artifact: Artifact, rows: np.ndarray, *, cpus: set[int] | None) -> dict[str, float]:
+    """Gives back torch's in-process forward rate (rows/s, one thread) at batch 1 and the big batch."""
+    before = os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # the core the servers get
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rates = {}
+        for kind, net in (("unfolded", artifact.model), ("folded", fold_batchnorm(artifact.model))):
+            for batch in (1, len(rows)):
+                x = torch.from_numpy(rows[:batch])
+                rates[f"{kind}_b{batch}"] = batch / _median_seconds(lambda net=net, x=x: net(x), batch)
+        return rates
+    finally:
+        torch.set_num_threads(threads)
+        os.sched_setaffinity(0, before)
+
+
+def _median_seconds(fn: Any, batch: int) -> float:
+    n = max(5, 4000 // batch)
+    with torch.inference_mode():
+        for _ in range(n):
+            fn()
+        times = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            times.append((time.perf_counter() - t0) / n)
+    return statistics.median(times)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running(service: Service, model: Path, *, cpus: set[int] | None) -> Iterator[tuple[int, float]]:
+    """Starts ``service``; gives back its port and the seconds from process start to a 200 on /readyz."""
+    port = free_port()
+    cmd = service.command(model, port)
+    if cpus:
+        cmd = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *cmd]
+    env = {**os.environ, **dict(service.env)}
+    # A file, not a pipe: a server that logs more than a pipe holds would block on a pipe nobody reads.
+    log = LOG_DIR / f"{service.name}.log"
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=err, stderr=subprocess.STDOUT)
+    try:
+        ready = _wait_ready(proc, port, start, log)
+        yield port, ready
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, start: float, log: Path) -> float:
+    while time.perf_counter() - start < 60:
+        if proc.poll() is not None:
+            raise SystemExit(
+                f"{proc.args} exited with {proc.returncode}; its log {log}:\n{log.read_text()[-4000:]}"
+            )
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://{HOST}:{port}/readyz", timeout=1) as r,
+        ):
+            if r.status == 200:
+                return time.perf_counter() - start
+        time.sleep(0.01)
+    raise SystemExit(f"{proc.args} was not ready after 60 s")
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, artifact: Artifact, reference: Reference) -> None:
+        self.args = args
+        self.model = Path(args.model)
+        self.reference = reference
+        self.labels = artifact.manifest.class_labels
+        self.use_wrk = args.load == "wrk" or (args.load == "auto" and have_wrk())
+        pin = not args.no_pin and len(os.sched_getaffinity(0)) >= 2
+        cpus = sorted(os.sched_getaffinity(0))
+        self.server_cpus = {cpus[0]} if pin else None
+        self.load_cpus = set(cpus[1:]) if pin else None
+        self.loads = [Load(c, 1) for c in args.concurrency] + [Load(args.big_concurrency, args.big_rows)]
+        seconds = 3.0 if args.quick else args.seconds
+        self.seconds, self.warmup = seconds, 1.0 if args.quick else 2.0
+
+    def check(self, answer: object, expected: np.ndarray) -> str | None:
+        return check_answer(answer, expected, self.labels)
+
+    def items(self, rows: int) -> list[Item]:
+        """Distinct requests of ``rows`` rows each, from the reference pool, with their expected answers."""
+        ref = self.reference
+        starts = range(0, len(ref.rows) - rows + 1, rows) if rows > 1 else range(len(ref.rows))
+        return [Item(request_body(ref.rows[i : i + rows]), ref.expected[i : i + rows]) for i in starts]
+
+    def mixed_items(self) -> list[Item]:
+        """Distinct requests of 1 to 8 rows: a burst of these checks that batching keeps callers apart."""
+        ref, items, i = self.reference, [], 0
+        for size in [1, 2, 1, 3, 1, 8, 1, 5] * 8:
+            if i + size > len(ref.rows):
+                break
+            items.append(Item(request_body(ref.rows[i : i + size]), ref.expected[i : i + size]))
+            i += size
+        return items
+
+    def run_once(self, index: int) -> RunResult:
+        result = RunResult(
+            forward=measure_forward(self._artifact_for_forward(), self.reference.rows, cpus=self.server_cpus)
+        )
+        if self.load_cpus:
+            os.sched_setaffinity(0, self.load_cpus)
+        services = [s for s in SERVICES if s.name in self.args.services]
+        for service in services:
+            print(f"  run {index + 1}: {service.name} ...", flush=True)
+            with running(service, self.model, cpus=self.server_cpus) as (port, ready):
+                result.startup_s[service.name] = ready
+                for load in self.loads:
+                    result.measurements.append(asyncio.run(self._measure(service, port, load, result)))
+        return result
+
+    def _artifact_for_forward(self) -> Artifact:
+        return load_artifact(self.model)
+
+    async def _measure(self, service: Service, port: int, load: Load, result: RunResult) -> Measurement:
+        items = self.items(load.rows)
+        if service.checked:
+            await self._burst(port, result)
+        if self.use_wrk:
+            url = f"http://{HOST}:{port}/predict"
+            await drive_wrk(
+                url, items[0].body, concurrency=load.concurrency, seconds=self.warmup, cpus=self.load_cpus
+            )
+            stop = asyncio.Event()
+            trickle = asyncio.create_task(self._trickle(port, stop)) if service.checked else None
+            r = await drive_wrk(
+                url, items[0].body, concurrency=load.concurrency, seconds=self.seconds, cpus=self.load_cpus
+            )
+            stop.set()
+            checked = self._collect(await trickle, result) if trickle else 0
+        else:
+            check = self.check if service.checked else None
+            await drive(HOST, port, items, concurrency=load.concurrency, seconds=self.warmup, check=check)
+            r = await drive(
+                HOST, port, items, concurrency=load.concurrency, seconds=self.seconds, check=check
+            )
+            checked = self._collect(r, result) if service.checked else 0
+        if r.failures and not r.problems:
+            result.problems.append(
+                f"{service.name} {load.name}: {r.failures} non-200 answers or socket errors"
+            )
+        return Measurement(
+            service=service.name,
+            load=load.name,
+            rows=load.rows,
+            concurrency=load.concurrency,
+            rps=r.rps,
+            rows_per_s=r.rps * load.rows,
+            p50_ms=r.p50_ms,
+            p99_ms=r.p99_ms,
+            failures=r.failures,
+            checked=checked,
+        )
+
+    async def _burst(self, port: int, result: RunResult) -> None:
+        """Concurrent requests with distinct rows and sizes; every answer is checked."""
+        items = self.mixed_items()
+        r = await drive(HOST, port, items, concurrency=32, total=len(items) * 2, check=self.check)
+        self._collect(r, result)
+
+    async def _trickle(self, port: int, stop: asyncio.Event) -> LoadResult:
+        """Distinct rows sent alongside wrk's load, so they are batched with it; every answer is checked."""
+        return await drive(
+            HOST, port, self.mixed_items(), concurrency=1, pause=0.01, stop=stop, check=self.check
+        )
+
+    @staticmethod
+    def _collect(r: LoadResult, result: RunResult) -> int:
+        result.checked += r.requests
+        result.problems += r.problems
+        return r.requests
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]:
+    """Gives back the medians over runs, the ratios (each computed within a run, then the median) and targets."""
+    by_key: dict[tuple[str, str], list[Measurement]] = {}
+    for run in runs:
+        for m in run.measurements:
+            by_key.setdefault((m.service, m.load), []).append(m)
+    table = [
+        {
+            "service": service,
+            "load": load,
+            "rps": _median(m.rps for m in ms),
+            "rows_per_s": _median(m.rows_per_s for m in ms),
+            "p50_ms": _median(m.p50_ms for m in ms),
+            "p99_ms": _median(m.p99_ms for m in ms),
+            "failures": sum(m.failures for m in ms),
+        }
+        for (service, load), ms in by_key.items()
+    ]
+    loads = list(dict.fromkeys(m.load for m in runs[0].measurements))
+    big = f"{args.big_rows} rows x c{args.big_concurrency}"
+    ratios = []
+    for load in loads:
+        row: dict[str, Any] = {"load": load}
+        for name, (a, b) in {
+            "vs_naive": ("bnserve", "naive"),
+            "vs_bare": ("bnserve", "bare"),
+            "monitor_on_vs_off": ("bnserve", "bnserve-monitor-off"),
+        }.items():
+            row[name] = _median(_ratio(run, load, a, b) for run in runs)
+        if load == big:
+            row["vs_forward"] = _median(
+                _rate(run, load, "bnserve", "rows_per_s") / run.forward[f"unfolded_b{args.big_rows}"]
+                for run in runs
+            )
+        ratios.append(row)
+    forward = {key: _median(run.forward[key] for run in runs) for key in runs[0].forward}
+    startup = {key: _median(run.startup_s[key] for run in runs) for key in runs[0].startup_s}
+    return {
+        "table": table,
+        "ratios": ratios,
+        "forward_rows_per_s": forward,
+        "startup_s": startup,
+        "checked_answers": sum(run.checked for run in runs),
+        "problems": [p for run in runs for p in run.problems],
+    }
+
+
+def _median(values: Any) -> float:
+    values = [v for v in values if v is not None and not np.isnan(v)]
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def _rate(run: RunResult, load: str, service: str, what: str) -> float:
+    for m in run.measurements:
+        if m.service == service and m.load == load:
+            return float(getattr(m, what))
+    return float("nan")
+
+
+def _ratio(run: RunResult, load: str, a: str, b: str) -> float:
+    den = _rate(run, load, b, "rps")
+    return _rate(run, load, a, "rps") / den if den else float("nan")
+
+
+def print_report(summary: dict[str, Any], args: argparse.Namespace, use_wrk: bool) -> None:
+    runs = args.runs
+    print(
+        f"\nmedian of {runs} run{'s' if runs > 1 else ''}; load generator: {'wrk' if use_wrk else 'built-in asyncio'}"
+    )
+    print(
+        "\n| load | service | req/s | rows/s | p50 ms | p99 ms | failures |\n|---|---|---:|---:|---:|---:|---:|"
+    )
+    for r in summary["table"]:
+        print(
+            f"| {r['load']} | {r['service']} | {r['rps']:,.0f} | {r['rows_per_s']:,.0f} | {r['p50_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['failures']} |"
+        )
+    print(
+        "\n| load | bnserve / naive | bnserve / bare | monitor on / off | rows/s / torch forward |\n|---|---:|---:|---:|---:|"
+    )
+    for r in summary["ratios"]:
+        fwd = f"{r['vs_forward']:.0%}" if "vs_forward" in r else ""
+        print(
+            f"| {r['load']} | {r['vs_naive']:.2f}x | {r['vs_bare']:.0%} | {r['monitor_on_vs_off']:.0%} | {fwd} |"
+        )
+    fwd = summary["forward_rows_per_s"]
+    print(
+        "\nin-process torch forward, one thread (rows/s): "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in fwd.items())
+    )
+    print("startup to ready (s): " + ", ".join(f"{k} {v:.2f}" for k, v in summary["startup_s"].items()))
+    if summary["problems"]:
+        print(f"\nWRONG OR FAILED ANSWERS ({len(summary['problems'])}):")
+        for p in summary["problems"][:20]:
+            print(f"  {p}")
+    else:
+        print(
+            f"answers: all {summary['checked_answers']:,} checked answers match the unfolded network within 1e-6"
+        )
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", default=str(DEFAULT_MODEL), help="artifact directory (trained there if missing)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="repeat the whole benchmark; the report gives medians"
+    )
+    parser.add_argument("--quick", action="store_true", help="3 s per load instead of --seconds")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per load")
+    parser.add_argument(
+        "--load", choices=["auto", "wrk", "builtin"], default="auto", help="auto: wrk when installed"
+    )
+    parser.add_argument(
+        "--concurrency", type=_ints, default=[1, 16, 64], help="connections for the one-row loads"
+    )
+    parser.add_argument(
+        "--big-rows", type=int, default=1024, help="rows per request of the large-request load"
+    )
+    parser.add_argument(
+        "--big-concurrency", type=int, default=4, help="connections for the large-request load"
+    )
+    parser.add_argument(
+        "--services",
+        type=_names,
+        default=[s.name for s in SERVICES],
+        help=f"subset of {[s.name for s in SERVICES]}",
+    )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin the servers and the load to separate CPUs"
+    )
+    parser.add_argument("--json", metavar="OUT", help="also write every run and the summary as JSON here")
+    return parser
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def _names(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",")]
+    valid = [s.name for s in SERVICES]
+    if bad := [n for n in names if n not in valid]:
+        raise argparse.ArgumentTypeError(f"unknown services {bad}; valid: {valid}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if args.load == "wrk" and not have_wrk():
+        raise SystemExit("--load wrk: wrk is not installed (apt-get install wrk), or use --load builtin")
+    artifact = ensure_artifact(Path(args.model))
+    args.model = str(artifact.path)
+    rows = sample_rows(artifact, max(args.big_rows, 256))
+    bench = Bench(args, artifact, Reference.from_artifact(artifact, rows))
+    print(
+        f"bnserve benchmark: model {artifact.manifest.name!r} at {args.model}, {os.cpu_count()} CPUs, "
+        f"servers on CPU {bench.server_cpus or 'any'}, load on CPU {bench.load_cpus or 'any'}, "
+        f"{'wrk' if bench.use_wrk else 'built-in asyncio load'}, {bench.seconds:g} s per load",
+        flush=True,
+    )
+    runs = [bench.run_once(i) for i in range(args.runs)]
+    summary = summarize(runs, args)
+    print_report(summary, args, bench.use_wrk)
+    if args.json:
+        Path(args.json).write_bytes(
+            orjson.dumps(
+                {"runs": [asdict(r) for r in runs], "summary": summary},
+                option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY,
+            )
+        )
+    return 1 if summary["problems"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The benchmark's correctness check: it must be able to fail, or its "all answers correct" means nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+
+from bench.check import check_answer, request_body
+
+LABELS = ["malignant", "benign"]
+EXPECTED = np.array([[0.9, 0.1], [0.25, 0.75]], dtype=np.float32)
+
+
+def answer(rows: list[list[float]], labels: list[str] | None = None) -> dict:
+    labels = labels or LABELS
+    return {
+        "predictions": [
+            {"label": labels[int(np.argmax(p))], "probabilities": dict(zip(labels, p, strict=True))}
+            for p in rows
+        ]
+    }
+
+
+def test_the_check_passes_an_answer_within_1e_6() -> None:
+    rows = (EXPECTED.astype(np.float64) + 4e-7).tolist()
+    assert check_answer(answer(rows), EXPECTED, LABELS) is None
+
+
+def test_the_check_flags_a_probability_off_by_more_than_1e_6() -> None:
+    rows = EXPECTED.astype(np.float64).tolist()
+    rows[1][0] += 3e-6
+    problem = check_answer(answer(rows), EXPECTED, LABELS)
+    assert problem is not None and "row 1" in problem
+
+
+def test_the_check_flags_another_callers_rows() -> None:
+    swapped = EXPECTED[::-1].astype(np.float64).tolist()
+    assert check_answer(answer(swapped), EXPECTED, LABELS) is not None
+
+
+def test_the_check_flags_a_missing_row_a_wrong_label_and_a_malformed_body() -> None:
+    rows = EXPECTED.astype(np.float64).tolist()
+    assert "expected 2 predictions" in (check_answer(answer(rows[:1]), EXPECTED, LABELS) or "")
+    wrong_label = answer(rows)
+    wrong_label["predictions"][0]["label"] = "benign"
+    assert "label" in (check_answer(wrong_label, EXPECTED, LABELS) or "")
+    assert check_answer({"error": "model not ready"}, EXPECTED, LABELS) is not None
+    assert check_answer({"predictions": [{"label": "benign"}] * 2}, EXPECTED, LABELS) is not None
+
+
+def test_the_check_reads_regression_values() -> None:
+    expected = np.array([[151.25], [75.5]], dtype=np.float32)
+    good = {"predictions": [{"value": 151.25}, {"value": 75.5}]}
+    bad = {"predictions": [{"value": 151.25}, {"value": 75.51}]}
+    assert check_answer(good, expected, None) is None
+    assert check_answer(bad, expected, None) is not None
+
+
+def test_request_bodies_parse_back_to_the_same_float32_rows() -> None:
+    rows = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32) * 1000
+    parsed = np.array(orjson.loads(request_body(rows))["instances"], dtype=np.float32)
+    np.testing.assert_array_equal(parsed, rows)

@@ -1,0 +1,126 @@
+"""The drift window's statistics equal numpy's over the same rows, for 1d and conv layers, folded or not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from models.bn import batchnorm_layers, model_bn_fingerprint
+from service.predictor import Predictor
+from service.settings import Settings
+
+BATCH_SIZES = [1, 7, 64, 250, 3, 130, 301, 40]  # 796 rows: the 300-row window wraps and drops whole batches
+
+
+def serve(artifact_dir: Path, **options: Any) -> Predictor:
+    predictor = Predictor(Settings(model_dir=artifact_dir, device="cpu", **options))
+    predictor.load()
+    assert predictor.ready, predictor.error
+    return predictor
+
+
+def traffic(predictor: Predictor, seed: int = 0) -> np.ndarray:
+    """Sends batches of varied sizes through the serving forward; gives back all their rows, in order."""
+    artifact = predictor.require_ready()
+    std = artifact.manifest.input_standardization
+    rng = np.random.default_rng(seed)
+    rows = (
+        np.asarray(std.mean) + rng.normal(size=(sum(BATCH_SIZES), len(std.mean))) * np.asarray(std.std)
+    ).astype(np.float32)
+    start = 0
+    for size in BATCH_SIZES:
+        predictor.forward(rows[start : start + size])
+        start += size
+    return rows
+
+
+def bn_inputs(predictor: Predictor, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Gives back what each BN layer of the *unfolded* network receives for ``rows``, and the raw input."""
+    model = predictor.require_ready().model
+    seen: dict[str, np.ndarray] = {"input": rows.astype(np.float64)}
+    hooks = [
+        bn.register_forward_hook(
+            lambda _, args, __, name=name: seen.__setitem__(name, args[0].double().numpy())
+        )
+        for name, bn in batchnorm_layers(model)
+    ]
+    try:
+        with torch.inference_mode():
+            model(torch.from_numpy(rows))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def weighted_mean_var(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gives back numpy's per-channel mean and population variance: over N, or over N*H*W for conv."""
+    axes = (0, 2, 3) if values.ndim == 4 else (0,)
+    w = np.broadcast_to(weights.reshape(-1, *([1] * (values.ndim - 1))), values.shape)
+    mean = np.average(values, axis=axes, weights=w)
+    centered = values - mean.reshape(1, -1, *([1] * (values.ndim - 2)))
+    return mean, np.average(centered**2, axis=axes, weights=w)
+
+
+@pytest.mark.parametrize("fold_bn", [True, False], ids=["folded", "unfolded"])
+@pytest.mark.parametrize("kind", ["breast_cancer", "digits"], ids=["mlp_1d", "cnn_2d"])
+def test_the_row_window_holds_exactly_the_last_rows(
+    kind: str, fold_bn: bool, request: pytest.FixtureRequest
+) -> None:
+    predictor = serve(request.getfixturevalue(f"{kind}_artifact"), drift_window=300, fold_bn=fold_bn)
+    rows = traffic(predictor)
+    assert predictor.drift is not None
+    window_rows, sites = predictor.drift.compare()
+    assert window_rows == 300 and predictor.drift.rows_seen == len(rows)
+
+    weights = np.zeros(len(rows))
+    weights[-300:] = 1.0
+    expected = bn_inputs(predictor, rows)
+    assert [s.site.name for s in sites] == list(expected)  # the input, then every BN layer in network order
+    for site in sites:
+        mean, var = weighted_mean_var(expected[site.site.name], weights)
+        torch.testing.assert_close(site.mean, mean, rtol=1e-5, atol=1e-5, msg=f"{site.site.name} mean")
+        torch.testing.assert_close(site.var, var, rtol=1e-5, atol=1e-6, msg=f"{site.site.name} var")
+
+
+@pytest.mark.parametrize("kind", ["breast_cancer", "digits"], ids=["mlp_1d", "cnn_2d"])
+def test_the_decay_window_weighs_rows_by_their_half_life(kind: str, request: pytest.FixtureRequest) -> None:
+    predictor = serve(
+        request.getfixturevalue(f"{kind}_artifact"), drift_window_mode="decay", drift_decay=100.0
+    )
+    rows = traffic(predictor)
+    assert predictor.drift is not None
+    window_rows, sites = predictor.drift.compare()
+
+    age = np.arange(len(rows) - 1, -1, -1)
+    weights = 0.5 ** (age / 100.0)
+    assert window_rows == pytest.approx(weights.sum() ** 2 / (weights**2).sum())  # Kish's effective rows
+    expected = bn_inputs(predictor, rows)
+    for site in sites:
+        mean, var = weighted_mean_var(expected[site.site.name], weights)
+        torch.testing.assert_close(site.mean, mean, rtol=1e-5, atol=1e-5, msg=f"{site.site.name} mean")
+        torch.testing.assert_close(site.var, var, rtol=1e-5, atol=1e-6, msg=f"{site.site.name} var")
+
+
+def test_folding_does_not_change_what_the_monitor_reports(breast_cancer_artifact: Path) -> None:
+    folded, unfolded = serve(breast_cancer_artifact), serve(breast_cancer_artifact, fold_bn=False)
+    traffic(folded), traffic(unfolded)
+    assert folded.drift is not None and unfolded.drift is not None
+    a, b = folded.drift.report(), unfolded.drift.report()
+    assert a["score"] == pytest.approx(b["score"], rel=1e-4)
+    for la, lb in zip(a["layers"], b["layers"], strict=True):
+        assert la["score"] == pytest.approx(lb["score"], rel=1e-4, abs=1e-6)
+
+
+def test_the_monitor_never_writes_the_frozen_statistics(breast_cancer_artifact: Path) -> None:
+    predictor = serve(breast_cancer_artifact)
+    artifact = predictor.require_ready()
+    traffic(predictor)
+    traffic(predictor, seed=1)
+    assert predictor.drift is not None
+    predictor.drift.report()
+    assert model_bn_fingerprint(artifact.model) == artifact.bn_fingerprint

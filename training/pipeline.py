@@ -1,0 +1,156 @@
+"""Data -> model -> artifact: the steps ``train(cfg)`` runs, each usable on its own.
+
+dataset = load_data(cfg)
+train_ds, val_ds = split_dataset(dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
+model, layers = build_model(cfg, train_ds)        # standardization already set from train_ds
+metrics = fit(model, train_ds, val_ds, cfg, device="cpu")
+export_artifact(cfg, model, layers, train_ds, val_ds, metrics, device="cpu")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models import CNNConfig, LayerSpec, MLPConfig, build_network, cnn_layers, mlp_layers, save_artifact
+from models.layers import Rescale, Standardize
+from training.config import TrainConfig
+from training.data import Dataset, load_data, split_dataset
+from training.engine import fit, resolve_device
+from training.errors import ConfigError
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Gives back the directory of the artifact trained as ``cfg`` says.
+
+    Raises ``DataError`` or ``ConfigError`` before training starts, and ``TrainingDivergedError`` when
+    training produces NaN/inf; in every failure nothing is written.
+    """
+    device = resolve_device(cfg.device)
+    dataset = load_data(cfg)
+    train_ds, val_ds = split_dataset(dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    model, layers = build_model(cfg, train_ds)
+    metrics = fit(model, train_ds, val_ds, cfg, device=device)
+    return export_artifact(cfg, model, layers, train_ds, val_ds, metrics, device=device)
+
+
+def model_kind(cfg: TrainConfig, data: Dataset) -> str:
+    """Gives back ``"cnn"`` or ``"mlp"``: ``auto`` picks the CNN for image data."""
+    if cfg.model == "auto":
+        return "cnn" if data.is_image and data.task == "classification" else "mlp"
+    if cfg.model == "cnn" and not data.is_image:
+        raise ConfigError(
+            f"model 'cnn' needs image data (digits); {data.name} rows are {data.features.shape[1]} flat features, "
+            "use model 'mlp'"
+        )
+    if cfg.model == "cnn" and data.task != "classification":
+        raise ConfigError("model 'cnn' is a classifier; use model 'mlp' for regression")
+    return cfg.model
+
+
+def build_model(cfg: TrainConfig, train: Dataset) -> tuple[nn.Sequential, list[LayerSpec]]:
+    """Gives back a freshly initialized network (seeded by ``cfg.seed``) and its layer specs, with the
+    input standardization, and for regression the output rescaling, computed from ``train``."""
+    if model_kind(cfg, train) == "cnn":
+        c, h, w = train.input_shape
+        layers = cnn_layers(
+            CNNConfig(
+                num_classes=train.num_outputs,
+                image_shape=(c, h, w),
+                channels=cfg.channels,
+                activation=cfg.activation,
+                dropout=cfg.dropout,
+                bn_position=cfg.bn_position,
+                bn_momentum=cfg.bn_momentum,
+                bn_eps=cfg.bn_eps,
+            )
+        )
+    else:
+        layers = mlp_layers(
+            MLPConfig(
+                num_features=train.features.shape[1],
+                num_outputs=train.num_outputs,
+                hidden=cfg.hidden,
+                activation=cfg.activation,
+                dropout=cfg.dropout,
+                bn_position=cfg.bn_position,
+                bn_momentum=cfg.bn_momentum,
+                bn_eps=cfg.bn_eps,
+                rescale_output=train.task == "regression",
+            )
+        )
+    torch.manual_seed(cfg.seed)
+    model = build_network(layers)
+    set_standardization(model, train)
+    return model, layers
+
+
+@torch.no_grad()
+def set_standardization(model: nn.Sequential, train: Dataset) -> None:
+    """Writes the training split's per-feature mean and std into ``input_norm``, and for regression the
+    target's std and mean into ``output_scale``, so the network takes and gives real units."""
+    x = train.features.astype(np.float64)  # (N, F)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    # A constant feature (digits has blank border pixels) has no spread to divide by: leave it unscaled.
+    std[x.max(axis=0) == x.min(axis=0)] = 1.0
+    input_norm = model.get_submodule("input_norm")
+    assert isinstance(input_norm, Standardize)
+    input_norm.mean.copy_(torch.from_numpy(mean))
+    input_norm.std.copy_(torch.from_numpy(std))
+    if train.task == "regression":
+        output_scale = model.get_submodule("output_scale")
+        assert isinstance(output_scale, Rescale)
+        y = train.target.astype(np.float64)
+        output_scale.scale.fill_(float(y.std()) if y.max() > y.min() else 1.0)
+        output_scale.shift.fill_(float(y.mean()))
+
+
+def export_artifact(
+    cfg: TrainConfig,
+    model: nn.Sequential,
+    layers: list[LayerSpec],
+    train: Dataset,
+    val: Dataset,
+    metrics: dict[str, float],
+    *,
+    device: str | torch.device,
+) -> Path:
+    """Gives back the artifact directory (``cfg.out_dir``, default ``artifacts/<name>``), written atomically."""
+    out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else Path("artifacts") / cfg.source_name
+    name = cfg.name or cfg.source_name
+    return save_artifact(
+        out_dir,
+        model,
+        layers,
+        name=name,
+        task=train.task,
+        feature_names=train.feature_names,
+        class_labels=train.class_labels,
+        canary_inputs=torch.from_numpy(val.features[: cfg.num_canaries]),  # raw rows, as a client sends them
+        input_shape=list(train.input_shape),
+        target_name=train.target_name,
+        training=training_record(cfg, train, val, device=device, out_dir=out_dir, name=name),
+        metrics=metrics,
+    )
+
+
+def training_record(
+    cfg: TrainConfig, train: Dataset, val: Dataset, *, device: str | torch.device, out_dir: Path, name: str
+) -> dict[str, Any]:
+    """Gives back the manifest's ``training`` dict: every option, with ``auto`` and defaults resolved."""
+    return cfg.to_json() | {
+        "dataset": None if cfg.csv is not None else cfg.dataset,
+        "task": train.task,
+        "model": model_kind(cfg, train),
+        "device": str(torch.device(device)),
+        "out_dir": str(out_dir),
+        "name": name,
+        "train_rows": len(train),
+        "val_rows": len(val),
+        "optimizer": "AdamW",
+        "loss": "cross_entropy" if train.task == "classification" else "mse_standardized_target",
+    }
