@@ -7,6 +7,7 @@ python -m service --model artifacts/breast_cancer
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(predictor.load)
+        # What startup created (torch, the app, the network) lives as long as the process: kept out of the
+        # collector, a full collection no longer walks its ~200k objects (~100 ms, a p99 spike under load).
+        gc.freeze()
         if predictor.ready:
             metrics.set_model(predictor.require_ready())
             _announce(settings, predictor)

@@ -20,6 +20,7 @@ is dropped from its batch and never blocks or breaks the others.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -94,7 +95,7 @@ class MicroBatcher:
                 continue
             self._busy = True
             done = asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch)
-            done.add_done_callback(lambda f, batch=batch: self._on_threaded_done(batch, f))
+            done.add_done_callback(functools.partial(self._on_threaded_done, batch))
 
     def _take_batch(self, *, small_only: bool) -> list[Request]:
         """Gives back the next batch, in arrival order; ``small_only``: only requests that may run inline.

@@ -8,26 +8,30 @@ folded into the preceding Linear/Conv::
     n = (y - bias) / weight        # = (z - running_mean) / sqrt(running_var + eps)
     u = (x - mean) / std           # the input features, against the input standardization
 
-It keeps per-channel sums of each row's moments over a window of recent rows (``RowWindow``: the last N
-rows exactly; ``DecayWindow``: every row, weighted by an exponential half-life). A conv channel's row
-moments are over H*W, so its statistics are over N*H*W, as BN computes them. Per channel, with m and v
-the window's mean and variance in the layer's own units (the BN's input z, the raw feature):
+The window holds what each recent row brought to every channel (``RowWindow``: the last N rows exactly;
+``DecayWindow``: every row, weighted by an exponential half-life); for a conv channel that is the row's
+sum and root sum of squares over H*W, so its statistics are over N*H*W, as BN computes them. Per channel,
+with m and v the window's mean and variance in the layer's own units (the BN's input z, the raw feature):
 
-    shift     = (m - running_mean) / sqrt(running_var + eps)        # in training standard deviations
-    var_ratio = (v + eps) / (running_var + eps)                     # 1: the same spread as in training
-    score     = hypot(|shift| - 2 se(shift), (sqrt(v) - sqrt(running_var)) / sqrt(running_var + eps) ∓ 2 se)
+    shift      = (m - running_mean) / sqrt(running_var + eps)      # in training standard deviations
+    var_ratio  = (v + eps) / (running_var + eps)                   # 1: the same spread as in training
+    shift_gap  = max(|shift| - 2 se(shift), 0)
+    spread_gap = distance from sqrt(running_var) to [sqrt(v - 2 se(v)), sqrt(v + 2 se(v))],
+                 divided by sqrt(running_var + eps)
+    score      = sqrt(shift_gap² + spread_gap²)
 
 ``score`` is the 2-Wasserstein distance between N(m, v) and the frozen N(running_mean, running_var), in
-training standard deviations, after moving m and sqrt(v) towards the frozen values by two of their own
-standard errors, never past them (the errors come from the window itself: between-row spread, fourth
-moment). Without that margin a few hundred rows of a heavy-tailed or nearly constant feature, such as a
-pixel that is almost always 0, read as drift. A 3-sigma shift scores about 3, a k-fold wider spread about
-k - 1, a spread that collapsed at most 1 (plus any shift). A layer's score is its worst channel's; the
-overall score is the worst of the layers and the input. The input uses mean and std² with eps = 0; a
-feature that was constant in training (the manifest records std 1 for it) has a training variance of 0.
+training standard deviations, after moving m and sqrt(v) towards the frozen values by two of their
+standard errors, never past them. The errors come from the window itself (the spread of its rows, their
+fourth moment), and are never taken smaller than rows drawn from the frozen Gaussian would give. Without
+that margin a few hundred rows of a heavy-tailed or nearly constant feature, such as a pixel that is
+almost always 0, read as drift. A 3-sigma shift scores about 3, a k-fold wider spread about k - 1, a
+spread that collapsed at most 1 (plus any shift). A layer's score is its worst channel's; the overall
+score is the worst of the layers and the input. The input uses mean and std² with eps = 0; a feature
+that was constant in training (the manifest records std 1 for it) has a training variance of 0.
 
     monitor = DriftMonitor.for_artifact(artifact, RowWindow(2048), min_rows=200, threshold=1.5, device="cpu")
-    predictor.observer = monitor     # observe(x, bn_outputs) runs on every serving batch
+    predictor.observer = monitor     # begin(x), see(name, h) per BN slot, end(): every serving batch
     monitor.report()                 # the GET /drift answer
     monitor.reset()                  # POST /drift/reset: a new window
 
@@ -122,10 +126,11 @@ def bn_site(name: str, bn: nn.modules.batchnorm._BatchNorm) -> Site:
 
 # ---------------------------------------------------------------------------------------------- windows
 
-# The hot path only copies each row's raw values into a ring (the input row, each 1d BN slot's output, and
-# for a conv BN slot the row's sum and root sum of squares of y over H*W). The moments of n are computed on
-# read (decay: when the staged rows are folded in): per row and channel, its mean m, its mean square q,
-# and m², q², q*m for the standard errors.
+# The hot path only copies each row's raw values into rows of a buffer set aside for its batch: the input
+# row, each 1d BN slot's output, and for a conv BN slot the row's sum and root sum of squares of y over H*W.
+# The moments of n are computed later (rows window: on read; decay window: as batches come through, small
+# ones 256 rows at a time): per row and channel, its mean m, its mean square q, and m², q², q*m for the
+# standard errors.
 MOMENTS = 5
 Z = 2.0  # standard errors the score gives the window before it counts a difference as drift
 N_LIMIT = 1e9  # |n| is clipped here so that n**4 stays finite in float32 even for absurd inputs
@@ -134,77 +139,104 @@ Reduce = Callable[[np.ndarray, np.ndarray | None], np.ndarray]  # raw rows, weig
 
 
 @dataclass
+class Reservation:
+    """Rows of a window's buffer set aside for one batch, filled while its forward runs."""
+
+    rows: int  # the batch's row count
+    buffer: torch.Tensor  # (rows or more, C_raw) float32 on the serving device
+    pieces: list[tuple[int, int, int]]  # (first batch row, first buffer row, row count): where rows go
+    sums: np.ndarray | None = None  # decay: the batch's weighted moment sums, once summarized
+
+
+@dataclass
 class Snapshot:
     """A window's content at one instant, copied under the monitor's lock and summed outside it."""
 
-    raw: np.ndarray  # (k, C_raw) float32 rows not summed yet, oldest first
+    raw: np.ndarray  # (k, C_raw) float32 rows not summed yet
     weights: np.ndarray | None  # (k,) their weights; None: 1 each
-    sums: np.ndarray | None  # (MOMENTS, C) float64 moments summed earlier (decay), already decayed
-    weight: float  # the total weight, raw rows included
+    sums: np.ndarray | None  # (MOMENTS, C) float64 moments summed already (decay), decayed to now
+    weight: float  # the total weight
     rows: float  # the effective row count (Kish): weight² / sum of squared weights
 
 
 class Window(Protocol):
-    """Recent rows: ``add`` and ``snapshot`` run under the monitor's lock and only copy."""
+    """Recent rows. ``reserve``, ``commit``, ``abandon``, ``snapshot`` and ``clear`` run under the monitor's
+    lock and only do bookkeeping or copies; ``summarize`` runs outside it, between the forward and commit."""
+
+    views: ColumnViews
 
     def bind(self, columns: int, device: torch.device | str, reduce: Reduce) -> None: ...
-    def add(self, parts: list[torch.Tensor]) -> None: ...
+    def reserve(self, rows: int) -> Reservation: ...
+    def summarize(self, r: Reservation) -> None: ...
+    def commit(self, r: Reservation) -> None: ...
+    def abandon(self, r: Reservation) -> None: ...
     def snapshot(self) -> Snapshot: ...
     def clear(self) -> None: ...
     def describe(self) -> dict[str, Any]: ...
 
 
-class RowRing:
-    """Raw rows in a (size, columns) float32 tensor on the serving device."""
+class ColumnViews:
+    """``buffer[:, col:col + width]`` for each buffer and column, made once: slicing costs µs per batch."""
 
-    def __init__(self, size: int, columns: int, device: torch.device | str) -> None:
-        self.size = size
-        self.rows = torch.zeros((size, columns), dtype=torch.float32, device=device)
+    def __init__(self) -> None:
+        self._views: dict[int, dict[int, torch.Tensor]] = {}  # id(buffer) -> col -> view (keeps it alive)
 
-    def write(self, parts: list[torch.Tensor], start: int, stop: int, at: int) -> None:
-        """Writes rows ``start:stop`` of the batch, its parts side by side, to ``at:at + stop - start``."""
-        torch.cat([p[start:stop] for p in parts], dim=1, out=self.rows[at : at + stop - start])
+    def get(self, buffer: torch.Tensor, col: int, width: int) -> torch.Tensor:
+        views = self._views.setdefault(id(buffer), {})
+        view = views.get(col)
+        if view is None:
+            view = views[col] = buffer[:, col : col + width]
+        return view
 
-    def copy(self, stop: int) -> np.ndarray:
-        return self.rows[:stop].to("cpu", copy=True).numpy()
+    def forget(self, buffer: torch.Tensor) -> None:
+        self._views.pop(id(buffer), None)
 
 
 class RowWindow:
-    """The last ``size`` rows exactly."""
+    """The last ``size`` rows exactly: a ring of raw rows; a row counts once its batch is committed."""
 
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError(f"the window must hold at least 1 row, got {size}")
         self.size = size
-        self._ring: RowRing | None = None
-        self._head = 0  # where the next row goes
-        self._filled = 0
+        self._ring = torch.zeros(0)
+        self._valid = np.zeros(size, dtype=bool)  # committed rows; in-flight and never written ones are not
+        self._head = 0  # where the next batch's rows go
+        self.views = ColumnViews()
 
     def bind(self, columns: int, device: torch.device | str, reduce: Reduce) -> None:
-        self._ring = RowRing(self.size, columns, device)
+        self.views.forget(self._ring)
+        self._ring = torch.zeros((self.size, columns), dtype=torch.float32, device=device)
         self.clear()
 
-    def add(self, parts: list[torch.Tensor]) -> None:
-        assert self._ring is not None
-        b = len(parts[0])
-        if b >= self.size:  # only the newest rows fit
-            self._ring.write(parts, b - self.size, b, 0)
-            self._head, self._filled = 0, self.size
-            return
-        first = min(b, self.size - self._head)
-        self._ring.write(parts, 0, first, self._head)
-        if first < b:  # wraps around
-            self._ring.write(parts, first, b, 0)
-        self._head = (self._head + b) % self.size
-        self._filled = min(self._filled + b, self.size)
+    def reserve(self, rows: int) -> Reservation:
+        keep = min(rows, self.size)  # a batch larger than the window leaves only its newest rows
+        pieces, first, at = [], rows - keep, self._head
+        while keep:
+            n = min(keep, self.size - at)
+            pieces.append((first, at, n))
+            self._valid[at : at + n] = False  # the oldest rows leave now
+            first, keep, at = first + n, keep - n, (at + n) % self.size
+        self._head = at
+        return Reservation(rows, self._ring, pieces)
+
+    def summarize(self, r: Reservation) -> None:
+        pass  # summed on read
+
+    def commit(self, r: Reservation) -> None:
+        for _, at, n in r.pieces:
+            self._valid[at : at + n] = True
+
+    def abandon(self, r: Reservation) -> None:
+        pass  # its rows stay out of the window
 
     def snapshot(self) -> Snapshot:
-        assert self._ring is not None
-        n = self._filled  # before the first wrap the rows sit at [0, n); order does not matter here
-        return Snapshot(self._ring.copy(n), None, None, float(n), float(n))
+        rows = np.flatnonzero(self._valid)
+        raw = self._ring[torch.from_numpy(rows).to(self._ring.device)].cpu().numpy()  # a copy
+        return Snapshot(raw, None, None, float(len(rows)), float(len(rows)))
 
     def clear(self) -> None:
-        self._head = self._filled = 0
+        self._valid[:] = False
 
     def describe(self) -> dict[str, Any]:
         return {"mode": "rows", "size": self.size}
@@ -213,62 +245,98 @@ class RowWindow:
 class DecayWindow:
     """Every row so far, weighted ``2 ** (-age / half_life)``, age counting the rows that came after it.
 
-    Rows are staged raw and folded into the decayed sums when ``staging`` rows have gathered.
+    Each batch is written to a scratch buffer while its forward runs. A large batch is then summed into the
+    decayed moments at once; small ones gather in a pending block first, summed when it fills (or on read),
+    since summing a handful of rows costs as much as summing hundreds.
     """
 
-    def __init__(self, half_life: float, *, staging: int = 512) -> None:
+    PENDING = 256  # rows
+
+    def __init__(self, half_life: float) -> None:
         if not half_life > 0:
             raise ValueError(f"the half-life must be a positive number of rows, got {half_life}")
         self.half_life = half_life
         self.decay = 0.5 ** (1.0 / half_life)  # per row
-        self.staging = staging
-        self._ring: RowRing | None = None
+        self._columns, self._device = 0, torch.device("cpu")
         self._reduce: Reduce | None = None
-        self._staged = 0
-        self._sums = np.zeros((MOMENTS, 0))
+        self._scratch: list[torch.Tensor] = []  # free buffers, reused: fresh ones cost page faults
+        self.views = ColumnViews()
+        self._weights: dict[int, np.ndarray] = {}
+        self._pending = np.zeros((self.PENDING, 0), dtype=np.float32)
+        self._pending_rows = 0
+        self._sums: np.ndarray | None = None  # decayed moment sums of the rows summed so far
         self._weight = 0.0
         self._weight_sq = 0.0
 
     def bind(self, columns: int, device: torch.device | str, reduce: Reduce) -> None:
-        self._ring = RowRing(self.staging, columns, device)
-        self._reduce = reduce
-        self._sums = np.zeros((MOMENTS, 0))
+        self._columns, self._device, self._reduce = columns, torch.device(device), reduce
+        self._pending = np.zeros((self.PENDING, columns), dtype=np.float32)
         self.clear()
 
-    def add(self, parts: list[torch.Tensor]) -> None:
-        assert self._ring is not None
-        b, done = len(parts[0]), 0
-        while done < b:
-            take = min(b - done, self.staging - self._staged)
-            self._ring.write(parts, done, done + take, self._staged)
-            self._staged += take
-            done += take
-            if self._staged == self.staging:
-                self._fold()
+    def reserve(self, rows: int) -> Reservation:
+        fits = [i for i, b in enumerate(self._scratch) if len(b) >= rows]
+        if fits:
+            buffer = self._scratch.pop(min(fits, key=lambda i: len(self._scratch[i])))
+        else:
+            buffer = torch.zeros((max(rows, 64), self._columns), dtype=torch.float32, device=self._device)
+        return Reservation(rows, buffer, [(0, 0, rows)])
 
-    def _fold(self) -> None:
-        assert self._ring is not None and self._reduce is not None
-        k, w = self._staged, self._row_weights(self._staged)
-        summed = self._reduce(self._ring.copy(k), w)
-        self._sums = summed if self._weight == 0 else self._sums * self.decay**k + summed
-        self._weight = self._weight * self.decay**k + float(w.sum())
-        self._weight_sq = self._weight_sq * self.decay ** (2 * k) + float(w @ w)
-        self._staged = 0
+    def summarize(self, r: Reservation) -> None:
+        if r.rows >= self.PENDING:
+            assert self._reduce is not None
+            r.sums = self._reduce(r.buffer[: r.rows].cpu().numpy(), self._row_weights(r.rows))
+
+    def commit(self, r: Reservation) -> None:
+        if r.sums is not None or self._pending_rows + r.rows > self.PENDING:
+            self._add_pending()
+        if r.sums is not None:
+            self._add(r.sums, r.rows)
+        else:
+            k = self._pending_rows
+            self._pending[k : k + r.rows] = r.buffer[: r.rows].cpu().numpy()
+            self._pending_rows += r.rows
+        self.abandon(r)
+
+    def _add_pending(self) -> None:
+        k = self._pending_rows
+        if k:
+            assert self._reduce is not None
+            self._add(self._reduce(self._pending[:k], self._row_weights(k)), k)
+            self._pending_rows = 0
+
+    def _add(self, sums: np.ndarray, rows: int) -> None:
+        """Decays what was summed by ``rows`` rows and adds the sums of those rows (weights newest last)."""
+        w, old = self._row_weights(rows), self.decay**rows
+        self._sums = sums if self._sums is None else self._sums * old + sums
+        self._weight = self._weight * old + float(w.sum())
+        self._weight_sq = self._weight_sq * old * old + float(w @ w)
+
+    def abandon(self, r: Reservation) -> None:
+        self._scratch.append(r.buffer)
+        if len(self._scratch) > 4:  # keep the largest few
+            self._scratch.sort(key=len)
+            self.views.forget(self._scratch.pop(0))
 
     def _row_weights(self, k: int) -> np.ndarray:
-        return np.power(self.decay, np.arange(k - 1, -1, -1, dtype=np.float64))  # (k,): newest row last
+        w = self._weights.get(k)
+        if w is None:
+            w = np.power(self.decay, np.arange(k - 1, -1, -1, dtype=np.float64))  # (k,): newest row last
+            if len(self._weights) < 64:
+                self._weights[k] = w
+        return w
 
     def snapshot(self) -> Snapshot:
-        assert self._ring is not None
-        k, w = self._staged, self._row_weights(self._staged)
-        weight = self._weight * self.decay**k + float(w.sum())
-        weight_sq = self._weight_sq * self.decay ** (2 * k) + float(w @ w)
-        sums = self._sums * self.decay**k if self._weight > 0 else None
-        return Snapshot(self._ring.copy(k), w, sums, weight, weight**2 / weight_sq if weight_sq > 0 else 0.0)
+        k = self._pending_rows
+        w, old = self._row_weights(k), self.decay**k
+        weight = self._weight * old + float(w.sum())
+        weight_sq = self._weight_sq * old * old + float(w @ w)
+        rows = weight**2 / weight_sq if weight_sq > 0 else 0.0
+        sums = None if self._sums is None else self._sums * old
+        return Snapshot(self._pending[:k].copy(), w, sums, weight, rows)
 
     def clear(self) -> None:
-        self._staged = 0
-        self._sums = np.zeros((MOMENTS, 0))
+        self._pending_rows = 0
+        self._sums = None
         self._weight = self._weight_sq = 0.0
 
     def describe(self) -> dict[str, Any]:
@@ -366,8 +434,10 @@ class SiteDrift:
 class DriftMonitor:
     """Streams live traffic at every site into a window and compares it with the frozen statistics.
 
-    ``observe`` runs inside the forward pass, possibly in the batcher's worker thread, and only copies rows
-    into the window; readers run on other threads, copy the window and do the arithmetic outside the lock.
+    ``begin``, ``Batch.see`` and ``Batch.end`` run inside the forward pass, on the event loop or in the
+    batcher's worker thread (both at once, for a small and a large batch), and only copy rows into the rows
+    their batch reserved; readers run on other threads, copy the window under the lock and do the
+    arithmetic outside it.
     """
 
     def __init__(
@@ -388,7 +458,6 @@ class DriftMonitor:
         # Raw columns: the input and the 1d layers (one value per channel), then for each 2d layer the rows'
         # sums of y over H*W, then their root sums of squares. The summed columns keep the same site order.
         flat = [s for s in sites if s.kind != "2d"]
-        self._flat_layers = [s.name for s in flat[1:]]
         self._flat_width = sum(s.num_channels for s in flat)
         self._spatial = [s for s in sites if s.kind == "2d"]
         self._columns: dict[str, slice] = {}
@@ -401,8 +470,15 @@ class DriftMonitor:
         self._inv_scale = 1.0 / np.concatenate([s.scale for s in flat + self._spatial])
         self._offset32 = self._offset.astype(np.float32)
         self._inv_scale32 = self._inv_scale.astype(np.float32)
-        self._raw_width = start + sum(s.num_channels for s in self._spatial)
+        self._raw_columns = {s.name: self._columns[s.name].start for s in flat}
+        at = self._flat_width
+        for s in self._spatial:
+            self._raw_columns[s.name] = at
+            at += 2 * s.num_channels
+        self._raw_width = at
+        self._kinds = {s.name: (s.kind, s.num_channels) for s in sites}
         self._positions: dict[str, int] = {}  # H*W of each 2d layer, from its first batch
+        self._open: dict[int, Reservation] = {}  # the batch each forward thread is writing
         self.window.bind(self._raw_width, device, self._moment_sums)
         self._lock = threading.Lock()
         self.rows_seen = 0
@@ -425,30 +501,41 @@ class DriftMonitor:
 
     # ------------------------------------------------------------------------------------------ hot path
 
-    def observe(self, x: torch.Tensor, bn_outputs: dict[str, torch.Tensor]) -> None:
-        """Adds one serving batch: raw input rows ``x`` (B, F) and every BN slot's output."""
+    def begin(self, x: torch.Tensor) -> Batch | IgnoredBatch:
+        """Sets rows aside for one serving batch and writes its raw input rows ``x`` (B, F) there."""
         if self.error is not None:
-            return
+            return IGNORED
         try:
-            parts = [x, *(bn_outputs[name] for name in self._flat_layers)]
-            for site in self._spatial:
-                y = bn_outputs[site.name].flatten(2)  # (B, C, H*W)
-                if self._positions.setdefault(site.name, y.shape[2]) != y.shape[2]:
-                    raise ValueError(
-                        f"{site.name} had {self._positions[site.name]} positions, now {y.shape[2]}"
-                    )
-                # The row's sum and root sum of squares over H*W (torch.var_mean is far slower on CPU).
-                parts += [y.sum(dim=2), torch.linalg.vector_norm(y, dim=2)]
-            if (width := sum(p.shape[1] for p in parts)) != self._raw_width:
-                raise ValueError(f"expected {self._raw_width} values per row, got {width}")
+            thread = threading.get_ident()
             with self._lock:
-                self.window.add(parts)
-                self.rows_seen += len(x)
+                # A forward runs one batch at a time per thread: one still open here raised before its end.
+                if (stale := self._open.pop(thread, None)) is not None:
+                    self.window.abandon(stale)
+                reservation = self._open[thread] = self.window.reserve(len(x))
+            batch = Batch(self, reservation, x)
         except Exception as e:  # a monitor fault must never fail a prediction
-            self.error = (
-                f"the drift monitor stopped on a batch of shape {tuple(x.shape)}: {type(e).__name__}: {e}"
-            )
-            log.exception("%s; POST /drift/reset restarts it", self.error)
+            self._fail(e, x)
+            return IGNORED
+        return batch
+
+    def _end(self, batch: Batch) -> None:
+        try:
+            if self.error is None:
+                self.window.summarize(batch.reservation)
+            with self._lock:
+                self._open.pop(threading.get_ident(), None)
+                if self.error is None:
+                    self.window.commit(batch.reservation)
+                    self.rows_seen += batch.reservation.rows
+                else:
+                    self.window.abandon(batch.reservation)
+        except Exception as e:
+            self._fail(e, None)
+
+    def _fail(self, e: Exception, tensor: torch.Tensor | None) -> None:
+        shape = f" on a tensor of shape {tuple(tensor.shape)}" if tensor is not None else ""
+        self.error = f"the drift monitor stopped{shape}: {type(e).__name__}: {e}"
+        log.exception("%s; POST /drift/reset restarts it", self.error)
 
     # ------------------------------------------------------------------------------------------ readers
 
@@ -588,6 +675,85 @@ class DriftMonitor:
         per_site = {d.site.name: d.worst for d in drifts}
         score = max(per_site.values()) if per_site else None
         return {"rows": rows, "sites": per_site, "score": score, "verdict": self.verdict(rows, score)}
+
+
+class Batch:
+    """One serving batch on its way into the window: ``see`` each BN slot's output, then ``end``.
+
+    A large batch's values are copied into its reserved rows as each output arrives, so the activations
+    are freed as early as without the monitor. A small batch's (at most SMALL_BATCH rows, a few KB) are
+    kept and written with one ``torch.cat`` at the end: per-copy overhead, not bytes, is its cost.
+    """
+
+    SMALL_BATCH = 64  # rows
+
+    def __init__(self, monitor: DriftMonitor, reservation: Reservation, x: torch.Tensor) -> None:
+        self.monitor = monitor
+        self.reservation = reservation
+        self.kept: dict[int, torch.Tensor] | None = {} if reservation.rows <= self.SMALL_BATCH else None
+        self.put(x, 0, monitor.sites[0].num_channels)
+
+    def see(self, name: str, h: torch.Tensor) -> None:
+        """Takes what the window keeps of BN slot ``name``'s output (B, C) or (B, C, H, W)."""
+        monitor = self.monitor
+        if monitor.error is not None:
+            return
+        try:
+            col, (kind, c) = monitor._raw_columns[name], monitor._kinds[name]
+            if kind == "1d":
+                self.put(h, col, c)
+                return
+            y = h.flatten(2)  # (B, C, H*W); torch.var_mean would be far slower on CPU
+            if monitor._positions.setdefault(name, y.shape[2]) != y.shape[2]:
+                raise ValueError(
+                    f"{name} had {monitor._positions[name]} positions per channel, now {y.shape[2]}"
+                )
+            self.put(y.sum(dim=2), col, c)
+            self.put(torch.linalg.vector_norm(y, dim=2), col + c, c)
+        except Exception as e:  # a monitor fault must never fail a prediction
+            monitor._fail(e, h)
+
+    def put(self, values: torch.Tensor, col: int, width: int) -> None:
+        r = self.reservation
+        if tuple(values.shape) != (r.rows, width):  # copy_ would broadcast a wrong shape silently
+            raise ValueError(f"expected a ({r.rows}, {width}) tensor, got {tuple(values.shape)}")
+        if self.kept is not None:
+            self.kept[col] = values
+            return
+        view = self.monitor.window.views.get(r.buffer, col, width)
+        for first, at, n in r.pieces:
+            view[at : at + n].copy_(values if n == r.rows else values[first : first + n])
+
+    def end(self) -> None:
+        """Hands the batch's rows to the window."""
+        if self.kept is not None and self.monitor.error is None:
+            try:
+                self._write_kept()
+            except Exception as e:
+                self.monitor._fail(e, None)
+        self.monitor._end(self)
+
+    def _write_kept(self) -> None:
+        assert self.kept is not None
+        r, parts = self.reservation, [self.kept[col] for col in sorted(self.kept)]
+        if (width := sum(p.shape[1] for p in parts)) != self.monitor._raw_width:
+            raise ValueError(f"expected {self.monitor._raw_width} values per row, got {width}")
+        for first, at, n in r.pieces:
+            rows = parts if n == r.rows else [p[first : first + n] for p in parts]
+            torch.cat(rows, dim=1, out=r.buffer[at : at + n])
+
+
+class IgnoredBatch:
+    """What ``begin`` gives back while the monitor is stopped: sees nothing."""
+
+    def see(self, name: str, h: torch.Tensor) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+IGNORED = IgnoredBatch()
 
 
 def _rows(rows: float) -> int | float:

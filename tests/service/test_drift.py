@@ -157,11 +157,15 @@ def test_a_monitor_fault_never_fails_a_prediction(breast_cancer_artifact: Path) 
     rows, _ = validation_rows(breast_cancer_artifact)
     with serving(breast_cancer_artifact) as client:
         monitor = client.app.state.predictor.drift  # type: ignore[attr-defined]
-        monitor._flat_layers = ["no_such_layer"]  # the next batch cannot be read
+        monitor._kinds["bn1"] = ("1d", 999)  # the next batch's bn1 output does not fit its columns
         assert client.post("/predict", json={"instances": rows[:3].tolist()}).status_code == 200
         answer = client.get("/drift").json()
-        assert answer["verdict"] == "error" and "no_such_layer" in answer["message"]
+        assert answer["verdict"] == "error" and "(3, 999)" in answer["message"]
         assert client.post("/predict", json={"instances": rows[:3].tolist()}).status_code == 200
+        monitor._kinds["bn1"] = ("1d", 32)
+        assert client.post("/drift/reset").status_code == 200  # restarts it
+        assert client.post("/predict", json={"instances": rows[:3].tolist()}).status_code == 200
+        assert client.get("/drift").json()["rows"] == 3
 
 
 def test_drift_can_be_turned_off(breast_cancer_artifact: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,30 @@ def test_the_monitor_never_writes_the_frozen_statistics(breast_cancer_artifact: 
     assert predictor.drift is not None
     predictor.drift.report()
     assert model_bn_fingerprint(artifact.model) == artifact.bn_fingerprint
+
+
+@pytest.mark.parametrize("mode", ["rows", "decay"])
+def test_forwards_on_several_threads_at_once_lose_no_row(mode: str, breast_cancer_artifact: Path) -> None:
+    # The batcher runs small batches on the event loop while a large one runs in its worker thread.
+    predictor = serve(breast_cancer_artifact, drift_window=4096, drift_window_mode=mode, drift_decay=1e9)
+    std = predictor.require_ready().manifest.input_standardization
+    rng = np.random.default_rng(0)
+    batches = [
+        (np.asarray(std.mean) + rng.normal(size=(size, len(std.mean))) * np.asarray(std.std)).astype(
+            np.float32
+        )
+        for size in [1, 300, 5, 64, 700, 2, 33, 400] * 2  # 3010 rows: all fit in the window
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(predictor.forward, batches))
+    rows = np.concatenate(batches)
+
+    assert predictor.drift is not None and predictor.drift.error is None
+    assert predictor.drift.rows_seen == len(rows)
+    window_rows, sites = predictor.drift.compare()
+    assert window_rows == pytest.approx(len(rows))  # a half-life of 1e9 rows: every weight is ~1
+    expected = bn_inputs(predictor, rows)
+    for site in sites:  # the order rows arrived in does not matter to an unweighted mean
+        mean, var = weighted_mean_var(expected[site.site.name], np.ones(len(rows)))
+        torch.testing.assert_close(site.mean, mean, rtol=1e-4, atol=1e-5, msg=f"{site.site.name} mean")
+        torch.testing.assert_close(site.var, var, rtol=1e-4, atol=1e-6, msg=f"{site.site.name} var")

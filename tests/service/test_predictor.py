@@ -51,8 +51,15 @@ def test_every_request_runs_under_inference_mode(client: TestClient, monkeypatch
     class ModeRecorder:
         """An activation observer: it runs inside the forward pass and sees the tensors it makes."""
 
-        def observe(self, x: torch.Tensor, bn_outputs: dict[str, torch.Tensor]) -> None:
-            made_in_inference_mode = all(t.is_inference() for t in bn_outputs.values())
+        def begin(self, x: torch.Tensor) -> ModeRecorder:
+            self.seen: list[torch.Tensor] = []
+            return self
+
+        def see(self, name: str, h: torch.Tensor) -> None:
+            self.seen.append(h)
+
+        def end(self) -> None:
+            made_in_inference_mode = all(t.is_inference() for t in self.seen)
             modes.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled(), made_in_inference_mode))
 
     monkeypatch.setattr(predictor, "observer", ModeRecorder())
