@@ -216,13 +216,20 @@ def load_artifact(path: str | Path, *, device: str | torch.device = "cpu") -> Ar
     the order of the checks.
     """
     path = Path(path)
-    manifest_path, weights_path, checksum_path = (path / f for f in (MANIFEST_FILE, WEIGHTS_FILE, MANIFEST_CHECKSUM_FILE))
+    manifest_path, weights_path, checksum_path = (
+        path / f for f in (MANIFEST_FILE, WEIGHTS_FILE, MANIFEST_CHECKSUM_FILE)
+    )
     if not path.is_dir():
-        raise ArtifactNotFoundError("no artifact directory here (train one with `python -m training`)", path=path)
+        raise ArtifactNotFoundError(
+            "no artifact directory here (train one with `python -m training`)", path=path
+        )
     for p in (manifest_path, weights_path, checksum_path):
         if not p.is_file():
-            raise ArtifactNotFoundError(f"missing {p.name}: an artifact needs {MANIFEST_FILE}, "
-                                        f"{MANIFEST_CHECKSUM_FILE} and {WEIGHTS_FILE}", path=p)
+            raise ArtifactNotFoundError(
+                f"missing {p.name}: an artifact needs {MANIFEST_FILE}, "
+                f"{MANIFEST_CHECKSUM_FILE} and {WEIGHTS_FILE}",
+                path=p,
+            )
     manifest_bytes = manifest_path.read_bytes()
     manifest = parse_manifest(manifest_bytes, manifest_path)
     check_manifest_consistency(manifest, manifest_path)
@@ -320,8 +327,9 @@ def check_manifest_consistency(m: Manifest, where: Path) -> None:
                     path=where,
                 )
     if m.task == "classification" and (not m.class_labels or len(m.class_labels) < 2):
-        raise ManifestError(f"a classification manifest needs at least 2 class_labels, got {m.class_labels}",
-                            path=where)
+        raise ManifestError(
+            f"a classification manifest needs at least 2 class_labels, got {m.class_labels}", path=where
+        )
     if m.task == "regression" and m.class_labels is not None:
         raise ManifestError("a regression manifest must have class_labels null", path=where)
     head = next((s for s in reversed(m.layers) if isinstance(s, LinearSpec)), None)
@@ -351,7 +359,9 @@ def _read_weights(data: bytes, sha: str, m: Manifest, where: Path) -> dict[str, 
     raise ChecksumError(f"{mismatch}: the file is corrupted or was changed after export", path=where)
 
 
-def _check_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path, *, also: str = "") -> None:
+def _check_tensors(
+    model: nn.Module, tensors: dict[str, torch.Tensor], where: Path, *, also: str = ""
+) -> None:
     expected = model.state_dict()
     suffix = f" (also, {also})" if also else ""
     for key, ref in expected.items():
@@ -416,8 +426,12 @@ def _check_canary(model: nn.Module, m: Manifest, where: Path) -> None:
         with torch.inference_mode():
             got = model(inputs)
     except RuntimeError as e:
-        raise ManifestError(f"the layers in manifest.json do not fit together: {e}", path=where / MANIFEST_FILE) from None
-    if got.shape != expected.shape or not torch.allclose(got, expected, atol=m.canary.atol, rtol=m.canary.rtol):
+        raise ManifestError(
+            f"the layers in manifest.json do not fit together: {e}", path=where / MANIFEST_FILE
+        ) from None
+    if got.shape != expected.shape or not torch.allclose(
+        got, expected, atol=m.canary.atol, rtol=m.canary.rtol
+    ):
         diff = (got - expected).abs().max().item() if got.shape == expected.shape else float("nan")
         raise CanaryMismatchError(
             f"the network rebuilt from {MANIFEST_FILE} and {WEIGHTS_FILE} gives canary outputs of shape "

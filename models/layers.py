@@ -140,7 +140,12 @@ class Rescale(nn.Module):
         return x * self.scale + self.shift
 
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"ReLU": nn.ReLU, "GELU": nn.GELU, "SiLU": nn.SiLU, "Tanh": nn.Tanh}
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "ReLU": nn.ReLU,
+    "GELU": nn.GELU,
+    "SiLU": nn.SiLU,
+    "Tanh": nn.Tanh,
+}
 
 
 def build_layer(spec: LayerSpec) -> nn.Module:

@@ -1,7 +1,7 @@
 """The tabular MLP: input standardization, then ``Linear -> BatchNorm1d -> activation`` blocks, then a head.
 
-    cfg = MLPConfig(num_features=30, num_outputs=2, hidden=(256, 256))
-    net = build_network(mlp_layers(cfg))   # nn.Sequential: input_norm, fc1, bn1, act1, ..., head
+cfg = MLPConfig(num_features=30, num_outputs=2, hidden=(256, 256))
+net = build_network(mlp_layers(cfg))   # nn.Sequential: input_norm, fc1, bn1, act1, ..., head
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def block_layers(
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     if bn_position not in ("before_activation", "after_activation"):
-        raise ValueError(f"bn_position must be 'before_activation' or 'after_activation', got {bn_position!r}")
+        raise ValueError(
+            f"bn_position must be 'before_activation' or 'after_activation', got {bn_position!r}"
+        )
     bn = BatchNormSpec(name=f"bn{i}", type=bn_type, num_features=num_features, eps=eps, momentum=momentum)
     act = ActivationSpec(name=f"act{i}", type=ACTIVATIONS[activation])
     return [make_weight, bn, act] if bn_position == "before_activation" else [make_weight, act, bn]
@@ -63,7 +65,9 @@ def mlp_layers(cfg: MLPConfig) -> list[LayerSpec]:
     width = cfg.num_features
     for i, h in enumerate(cfg.hidden, start=1):
         # A bias right before BN is cancelled by the mean subtraction, so it is left out.
-        fc = LinearSpec(name=f"fc{i}", in_features=width, out_features=h, bias=cfg.bn_position != "before_activation")
+        fc = LinearSpec(
+            name=f"fc{i}", in_features=width, out_features=h, bias=cfg.bn_position != "before_activation"
+        )
         layers += block_layers(
             i,
             fc,

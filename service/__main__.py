@@ -5,14 +5,20 @@ Every option also reads from its ``BNSERVE_*`` variable (see service/settings.py
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import sys
+import gc
 
-import uvicorn
+# Startup allocates ~200k long-lived objects (torch, FastAPI, the network); collecting while they are made
+# only slows the start. The lifespan freezes them and turns collection back on once the model is ready.
+gc.disable()
 
-from service.settings import Settings
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+import uvicorn  # noqa: E402
+
+from service.settings import Settings  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -479,9 +479,11 @@ class DriftMonitor:
         self._kinds = {s.name: (s.kind, s.num_channels) for s in sites}
         self._positions: dict[str, int] = {}  # H*W of each 2d layer, from its first batch
         self._open: dict[int, Reservation] = {}  # the batch each forward thread is writing
+        self._staged: list[torch.Tensor] = []  # small batches' rows (k, C_raw), not in the window yet
+        self._staged_rows = 0
         self.window.bind(self._raw_width, device, self._moment_sums)
         self._lock = threading.Lock()
-        self.rows_seen = 0
+        self._rows_committed = 0
         self.since = _now()
         self.error: str | None = None
 
@@ -501,16 +503,19 @@ class DriftMonitor:
 
     # ------------------------------------------------------------------------------------------ hot path
 
-    def begin(self, x: torch.Tensor) -> Batch | IgnoredBatch:
+    def begin(self, x: torch.Tensor) -> Batch | SmallBatch | IgnoredBatch:
         """Sets rows aside for one serving batch and writes its raw input rows ``x`` (B, F) there."""
         if self.error is not None:
             return IGNORED
+        if len(x) <= SmallBatch.MAX_ROWS:
+            return SmallBatch(self, x)
         try:
             thread = threading.get_ident()
             with self._lock:
                 # A forward runs one batch at a time per thread: one still open here raised before its end.
                 if (stale := self._open.pop(thread, None)) is not None:
                     self.window.abandon(stale)
+                self._flush_staged()  # rows enter the window in the order their batches began
                 reservation = self._open[thread] = self.window.reserve(len(x))
             batch = Batch(self, reservation, x)
         except Exception as e:  # a monitor fault must never fail a prediction
@@ -526,11 +531,51 @@ class DriftMonitor:
                 self._open.pop(threading.get_ident(), None)
                 if self.error is None:
                     self.window.commit(batch.reservation)
-                    self.rows_seen += batch.reservation.rows
+                    self._rows_committed += batch.reservation.rows
                 else:
                     self.window.abandon(batch.reservation)
         except Exception as e:
             self._fail(e, None)
+
+    def _raw_values(self, name: str, h: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
+        """Gives back (first raw column, width, values (B, width)) of what the window keeps of BN slot
+        ``name``'s output: a 1d layer's values; a 2d layer's per-row sums and root sums of squares over H*W."""
+        col, (kind, c) = self._raw_columns[name], self._kinds[name]
+        if kind == "1d":
+            return [(col, c, h)]
+        y = h.flatten(2)  # (B, C, H*W); torch.var_mean would be far slower on CPU
+        if self._positions.setdefault(name, y.shape[2]) != y.shape[2]:
+            raise ValueError(f"{name} had {self._positions[name]} positions per channel, now {y.shape[2]}")
+        return [(col, c, y.sum(dim=2)), (col + c, c, torch.linalg.vector_norm(y, dim=2))]
+
+    def _stage(self, block: torch.Tensor) -> None:
+        """Queues a small batch's rows (k, C_raw); they enter the window together, STAGE_ROWS at a time."""
+        with self._lock:
+            self._staged.append(block)
+            self._staged_rows += len(block)
+            if self._staged_rows >= SmallBatch.STAGE_ROWS:
+                self._flush_staged()
+
+    def _flush_staged(self) -> None:
+        """Moves the staged rows into the window, oldest first (under the lock)."""
+        if not self._staged:
+            return
+        with (
+            torch.inference_mode()
+        ):  # a reader flushes too, and the window's buffers may be inference tensors
+            rows = self._staged[0] if len(self._staged) == 1 else torch.cat(self._staged)
+            self._staged, self._staged_rows = [], 0
+            reservation = self.window.reserve(len(rows))
+            for first, at, n in reservation.pieces:
+                reservation.buffer[at : at + n].copy_(rows[first : first + n])
+            self.window.summarize(reservation)
+            self.window.commit(reservation)
+        self._rows_committed += len(rows)
+
+    @property
+    def rows_seen(self) -> int:
+        """Rows the monitor took in since the last reset, staged ones included."""
+        return self._rows_committed + self._staged_rows
 
     def _fail(self, e: Exception, tensor: torch.Tensor | None) -> None:
         shape = f" on a tensor of shape {tuple(tensor.shape)}" if tensor is not None else ""
@@ -582,13 +627,15 @@ class DriftMonitor:
         """Starts a new window (and restarts a monitor stopped by an error)."""
         with self._lock:
             self.window.clear()
-            self.rows_seen = 0
+            self._staged, self._staged_rows = [], 0
+            self._rows_committed = 0
             self.since = _now()
             self.error = None
 
     def compare(self) -> tuple[float, list[SiteDrift]]:
         """Gives back the window's effective row count and every site's comparison (none without rows)."""
         with self._lock:
+            self._flush_staged()
             snap = self.window.snapshot()
         if snap.weight <= 0:
             return 0.0, []
@@ -678,19 +725,13 @@ class DriftMonitor:
 
 
 class Batch:
-    """One serving batch on its way into the window: ``see`` each BN slot's output, then ``end``.
-
-    A large batch's values are copied into its reserved rows as each output arrives, so the activations
-    are freed as early as without the monitor. A small batch's (at most SMALL_BATCH rows, a few KB) are
-    kept and written with one ``torch.cat`` at the end: per-copy overhead, not bytes, is its cost.
-    """
-
-    SMALL_BATCH = 64  # rows
+    """A batch of more than SmallBatch.MAX_ROWS rows on its way into the window: ``see`` each BN slot's
+    output, then ``end``. Its values are copied into the rows it reserved as each output arrives, so the
+    activations are freed as early as without the monitor."""
 
     def __init__(self, monitor: DriftMonitor, reservation: Reservation, x: torch.Tensor) -> None:
         self.monitor = monitor
         self.reservation = reservation
-        self.kept: dict[int, torch.Tensor] | None = {} if reservation.rows <= self.SMALL_BATCH else None
         self.put(x, 0, monitor.sites[0].num_channels)
 
     def see(self, name: str, h: torch.Tensor) -> None:
@@ -699,17 +740,8 @@ class Batch:
         if monitor.error is not None:
             return
         try:
-            col, (kind, c) = monitor._raw_columns[name], monitor._kinds[name]
-            if kind == "1d":
-                self.put(h, col, c)
-                return
-            y = h.flatten(2)  # (B, C, H*W); torch.var_mean would be far slower on CPU
-            if monitor._positions.setdefault(name, y.shape[2]) != y.shape[2]:
-                raise ValueError(
-                    f"{name} had {monitor._positions[name]} positions per channel, now {y.shape[2]}"
-                )
-            self.put(y.sum(dim=2), col, c)
-            self.put(torch.linalg.vector_norm(y, dim=2), col + c, c)
+            for col, width, values in monitor._raw_values(name, h):
+                self.put(values, col, width)
         except Exception as e:  # a monitor fault must never fail a prediction
             monitor._fail(e, h)
 
@@ -717,30 +749,52 @@ class Batch:
         r = self.reservation
         if tuple(values.shape) != (r.rows, width):  # copy_ would broadcast a wrong shape silently
             raise ValueError(f"expected a ({r.rows}, {width}) tensor, got {tuple(values.shape)}")
-        if self.kept is not None:
-            self.kept[col] = values
-            return
         view = self.monitor.window.views.get(r.buffer, col, width)
         for first, at, n in r.pieces:
             view[at : at + n].copy_(values if n == r.rows else values[first : first + n])
 
     def end(self) -> None:
         """Hands the batch's rows to the window."""
-        if self.kept is not None and self.monitor.error is None:
-            try:
-                self._write_kept()
-            except Exception as e:
-                self.monitor._fail(e, None)
         self.monitor._end(self)
 
-    def _write_kept(self) -> None:
-        assert self.kept is not None
-        r, parts = self.reservation, [self.kept[col] for col in sorted(self.kept)]
-        if (width := sum(p.shape[1] for p in parts)) != self.monitor._raw_width:
-            raise ValueError(f"expected {self.monitor._raw_width} values per row, got {width}")
-        for first, at, n in r.pieces:
-            rows = parts if n == r.rows else [p[first : first + n] for p in parts]
-            torch.cat(rows, dim=1, out=r.buffer[at : at + n])
+
+class SmallBatch:
+    """A batch of at most MAX_ROWS rows: its values (a few KB) are kept and joined into one row block at
+    ``end``, which is staged; staged blocks enter the window STAGE_ROWS rows at a time (or on read). Per-op
+    overhead, not bytes, is what a small batch costs, so it gets no reservation, lock or copy of its own."""
+
+    MAX_ROWS = 64
+    STAGE_ROWS = 256
+    __slots__ = ("kept", "monitor")
+
+    def __init__(self, monitor: DriftMonitor, x: torch.Tensor) -> None:
+        self.monitor = monitor
+        self.kept: dict[int, torch.Tensor] = {0: x}  # first raw column -> (B, width)
+
+    def see(self, name: str, h: torch.Tensor) -> None:
+        monitor = self.monitor
+        if monitor.error is not None:
+            return
+        try:
+            rows = len(self.kept[0])
+            for col, width, values in monitor._raw_values(name, h):
+                if tuple(values.shape) != (rows, width):  # a wrong width would shift every column after it
+                    raise ValueError(f"expected a ({rows}, {width}) tensor, got {tuple(values.shape)}")
+                self.kept[col] = values
+        except Exception as e:  # a monitor fault must never fail a prediction
+            monitor._fail(e, h)
+
+    def end(self) -> None:
+        monitor = self.monitor
+        if monitor.error is not None:
+            return
+        try:
+            block = torch.cat([self.kept[col] for col in sorted(self.kept)], dim=1)  # checks the row counts
+            if block.shape[1] != monitor._raw_width:
+                raise ValueError(f"expected {monitor._raw_width} values per row, got {block.shape[1]}")
+            monitor._stage(block)
+        except Exception as e:
+            monitor._fail(e, None)
 
 
 class IgnoredBatch:

@@ -1,13 +1,13 @@
 """Errors the service answers with; every one renders as ``{"error": "<what was expected, what came in>"}``.
 
-    ServiceError            (status_code on the class)
-     ├── BadRequest          400  the body is not what /predict expects
-     ├── NotFound            404  no such route or BN layer
-     ├── MethodNotAllowed    405
-     ├── PayloadTooLarge     413  body or row count over the configured limit
-     ├── UnsupportedMediaType 415 not application/json
-     ├── Unprocessable       422  well-formed JSON with wrong values (feature count, NaN, names...)
-     └── NotReady            503  the artifact is not loaded (or failed verification)
+ServiceError            (status_code on the class)
+ ├── BadRequest          400  the body is not what /predict expects
+ ├── NotFound            404  no such route or BN layer
+ ├── MethodNotAllowed    405
+ ├── PayloadTooLarge     413  body or row count over the configured limit
+ ├── UnsupportedMediaType 415 not application/json
+ ├── Unprocessable       422  well-formed JSON with wrong values (feature count, NaN, names...)
+ └── NotReady            503  the artifact is not loaded (or failed verification)
 """
 
 from __future__ import annotations
@@ -61,7 +61,10 @@ class NotReady(ServiceError):
 
 def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        orjson.dumps({"error": message}), status_code=status_code, media_type="application/json", headers=headers
+        orjson.dumps({"error": message}),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
     )
 
 

@@ -92,7 +92,7 @@ class Predictor:
             raise RuntimeError("the BN fingerprint of the loaded network differs from the manifest's")
         serving = model
         if self.settings.fold_bn:
-            serving = fold_batchnorm(model)  # type: ignore[arg-type]
+            serving = fold_batchnorm(model)
             self.fold_max_abs_diff = _max_abs_diff(model, serving, artifact, self.device)
             # Relative to the outputs' size: float32 rounding of a regression value near 300 alone is ~2e-5.
             outputs = artifact.manifest.canary.outputs

@@ -1,6 +1,6 @@
 """Service settings: one pydantic-settings class, read from ``BNSERVE_*`` environment variables.
 
-    BNSERVE_MODEL_DIR=artifacts/wine BNSERVE_PORT=9000 python -m service
+BNSERVE_MODEL_DIR=artifacts/wine BNSERVE_PORT=9000 python -m service
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 in containers)")
     port: int = Field(8000, ge=0, le=65535, description="port to bind")
     workers: int = Field(1, ge=1, description="uvicorn worker processes")
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="log level"
+    )
     access_log: bool = Field(False, description="log every request (costs throughput)")
     max_rows: int = Field(4096, ge=1, description="most rows one /predict request may carry")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest accepted request body")

@@ -13,6 +13,8 @@ router = APIRouter(tags=["inspect"])
 def bn_stats(
     predictor: PredictorDep,
     layer: Annotated[str | None, Query(description="only this BN layer, e.g. bn1")] = None,
-    vectors: Annotated[bool, Query(description="false: summaries (min, max, mean) without the vectors")] = True,
+    vectors: Annotated[
+        bool, Query(description="false: summaries (min, max, mean) without the vectors")
+    ] = True,
 ) -> dict[str, Any]:
     return predictor.bn_stats(layer=layer, vectors=vectors)

@@ -15,7 +15,9 @@ def healthz() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/readyz", summary="Ready: the artifact is loaded and passed its canary self-test (503 otherwise)")
+@router.get(
+    "/readyz", summary="Ready: the artifact is loaded and passed its canary self-test (503 otherwise)"
+)
 def readyz(predictor: PredictorDep) -> dict[str, Any]:
     if not predictor.ready:
         raise NotReady(f"not ready: {predictor.error}")
@@ -23,6 +25,8 @@ def readyz(predictor: PredictorDep) -> dict[str, Any]:
     return {"status": "ready", "model": artifact.manifest.name, "artifact_sha256": artifact.weights_sha256}
 
 
-@router.get("/metadata", summary="Task, features, classes, metrics, training configuration, artifact identity")
+@router.get(
+    "/metadata", summary="Task, features, classes, metrics, training configuration, artifact identity"
+)
 def metadata(predictor: PredictorDep) -> dict[str, Any]:
     return predictor.metadata()

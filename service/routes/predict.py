@@ -1,10 +1,9 @@
 """POST /predict: rows in, one prediction per row out.
 
-The route is served by ``PredictASGI``, a bare ASGI endpoint placed ahead of the documented FastAPI
-route (``app.router.routes.insert(0, asgi_route)`` in create_app). It runs inside the same middleware
-(metrics, error handlers) but skips FastAPI's per-request machinery (Request object, dependency solving,
-response wrapping), which cost more than the prediction itself for a one-row request
-(docs/PERFORMANCE.md). The FastAPI route below documents the endpoint and answers identically.
+``handle_predict`` answers at the ASGI level. ``BNServe.__call__`` (service/app.py) dispatches
+``POST /predict`` to it before FastAPI's middleware stack and router, and records its metrics itself: for a
+one-row request that stack cost more than the prediction (docs/PERFORMANCE.md). The FastAPI route below
+documents the endpoint in the OpenAPI schema and answers identically wherever it is reached.
 """
 
 from __future__ import annotations
@@ -12,10 +11,9 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, UnsupportedMediaType
+from service.errors import PayloadTooLarge, ServiceError, UnsupportedMediaType
 from service.inputs import parse_instances
 from service.predictor import Predictor
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
@@ -48,19 +46,18 @@ async def predict(request: Request) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
-class PredictASGI:
-    """The bare ASGI endpoint (a class: Starlette would wrap a plain function as a Request handler)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["route"] = asgi_route  # as FastAPI's routes do: the metrics label requests by route template
+async def handle_predict(scope: Scope, receive: Receive, send: Send) -> int:
+    """Answers one POST /predict at the ASGI level, bad input included; gives back the status it sent
+    (499: the client left first, nothing sent). Unexpected errors propagate to the caller."""
+    try:
         status, body = await _answer(scope, receive)
-        if status == 200:
-            headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-
-
-asgi_route = Route("/predict", PredictASGI(), methods=["POST"], include_in_schema=False)
+    except ServiceError as e:
+        status, body = e.status_code, orjson.dumps({"error": e.message})
+    if status != 499:
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    return status
 
 
 async def _answer(scope: Scope, receive: Receive) -> tuple[int, bytes]:
