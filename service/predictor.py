@@ -74,7 +74,7 @@ class Predictor:
         start = time.perf_counter()
         try:
             self._load()
-        except (ArtifactError, RuntimeError, ValueError) as e:
+        except (ArtifactError, OSError, RuntimeError, ValueError) as e:
             self.error = f"artifact refused: {e}"
             log.error("bnserve is NOT ready: %s", self.error)
             return

@@ -96,3 +96,19 @@ def test_service_with_a_training_mode_bn_layer_never_becomes_ready(
     assert "training mode" in ready.json()["error"]
     assert repr(bn_forced_into_training) in ready.json()["error"]
     assert predict.status_code == 503
+
+
+def test_an_unreadable_artifact_leaves_the_service_unready_instead_of_crashing(
+    breast_cancer_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(path: Path, **_: object) -> None:
+        raise PermissionError(13, "Permission denied", str(Path(path) / "weights.safetensors"))
+
+    monkeypatch.setattr("service.predictor.load_artifact", refuse)
+    predictor = Predictor(Settings(model_dir=breast_cancer_artifact, device="cpu"))
+
+    predictor.load()
+
+    assert not predictor.ready
+    assert predictor.error is not None and "Permission denied" in predictor.error
+    assert "weights.safetensors" in predictor.error
