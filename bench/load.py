@@ -25,7 +25,7 @@ local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
-wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
 
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
@@ -77,7 +77,13 @@ def have_wrk() -> bool:
 
 
 async def drive_wrk(
-    url: str, body: bytes, *, concurrency: int, seconds: float, cpus: Sequence[int] | None = None
+    url: str,
+    body: bytes,
+    *,
+    concurrency: int,
+    seconds: float,
+    cpus: Sequence[int] | None = None,
+    content_type: str = "application/json",
 ) -> LoadResult:
     """Gives back what wrk measured for ``seconds`` of POSTs of ``body`` from ``concurrency`` connections."""
     with tempfile.TemporaryDirectory(prefix="bnserve-bench-") as tmp:
@@ -99,7 +105,7 @@ async def drive_wrk(
             cmd = ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
         proc = await asyncio.create_subprocess_exec(
             *cmd,
-            env={**os.environ, "BENCH_BODY": str(body_file)},
+            env={**os.environ, "BENCH_BODY": str(body_file), "BENCH_CONTENT_TYPE": content_type},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -129,6 +135,7 @@ async def drive(
     check: Checker | None = None,
     pause: float = 0.0,
     stop: asyncio.Event | None = None,
+    content_type: str = "application/json",
 ) -> LoadResult:
     """Gives back the load result of ``concurrency`` keep-alive connections cycling through ``items``.
 
@@ -138,7 +145,7 @@ async def drive(
     path = "/predict"
     requests = [
         (
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(item.body)}\r\n\r\n".encode()
             + item.body,
             item.expected,

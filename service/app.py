@@ -58,6 +58,7 @@ class BNServe(FastAPI):
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Gives back the app; the artifact is loaded in the lifespan, never at import or here."""
     settings = settings or Settings()
+    _ensure_logging(settings)
     predictor = Predictor(settings)
     metrics = Metrics(multiprocess_dir=settings.prometheus_multiproc_dir)
     predictor.on_batch = metrics.batch_rows.observe
@@ -111,6 +112,16 @@ async def _publish_drift(metrics: Metrics, predictor: Predictor) -> None:
         except Exception:
             log.exception("could not publish the drift series; trying again in %.0f s", DRIFT_REFRESH_S)
         await asyncio.sleep(DRIFT_REFRESH_S)
+
+
+def _ensure_logging(settings: Settings) -> None:
+    """Gives bnserve's logger a handler when nothing configured logging (the uvicorn factory form), so the
+    readiness banner and load errors are printed there too."""
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(settings.log_level.upper())
 
 
 def _announce(settings: Settings, predictor: Predictor) -> None:

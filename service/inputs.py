@@ -55,6 +55,32 @@ def parse_instances(body: bytes, feature_names: list[str], *, max_rows: int) -> 
     return _parse_exactly(instances, feature_names)
 
 
+def parse_float32_rows(body: bytes, feature_names: list[str], *, max_rows: int) -> np.ndarray:
+    """Gives back an ``application/octet-stream`` body, raw little-endian float32 rows in feature order
+    (row-major, no header), as an array (B, F): the bulk path, with no JSON to parse."""
+    n = len(feature_names)
+    row_bytes = 4 * n
+    if not body:
+        raise Unprocessable(
+            f"expected at least one row of {n} float32 values ({row_bytes} bytes), got an empty body"
+        )
+    if len(body) % row_bytes:
+        raise Unprocessable(
+            f"expected raw little-endian float32 rows of {n} features ({row_bytes} bytes each), got {len(body)} "
+            f"bytes, which is not a whole number of rows"
+        )
+    rows = len(body) // row_bytes
+    if rows > max_rows:
+        raise PayloadTooLarge(f"expected at most {max_rows} rows per request, got {rows}")
+    out = np.frombuffer(body, dtype="<f4").reshape(rows, n).astype(np.float32)  # a native, writable copy
+    if not np.isfinite(out).all():
+        i, j = (int(k) for k in np.argwhere(~np.isfinite(out))[0])
+        raise Unprocessable(
+            f"expected a finite number at row {i}, column {j} ({feature_names[j]!r}), got {out[i, j]}"
+        )
+    return out
+
+
 def _only_numbers_after_the_key(body: bytes) -> bool:
     """Gives back True when the body's one string is its key and no true/false follows: np.array would
     otherwise turn "1.5" and true into numbers that the exact path must refuse."""

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from service.errors import PayloadTooLarge, ServiceError, UnsupportedMediaType
-from service.inputs import parse_instances
+from service.inputs import parse_float32_rows, parse_instances
 from service.predictor import Predictor
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
 from service.settings import Settings
@@ -23,6 +23,7 @@ router = APIRouter(tags=["predict"])
 
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+_PARSERS = {b"application/json": parse_instances, b"application/octet-stream": parse_float32_rows}
 
 
 class _ClientGone(Exception):
@@ -36,7 +37,17 @@ class _ClientGone(Exception):
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+            "content": {
+                "application/json": {"schema": PredictRequest.model_json_schema()},
+                "application/octet-stream": {
+                    "schema": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "bulk rows: raw little-endian float32, row-major, features in "
+                        "/metadata order, no header (B * F * 4 bytes)",
+                    }
+                },
+            },
         }
     },
     summary="Predict with the frozen BN statistics (eval mode); one row or many",
@@ -71,14 +82,18 @@ async def _answer(scope: Scope, receive: Receive) -> tuple[int, bytes]:
             content_type = value
         elif name == b"content-length":
             declared = value
-    if content_type.split(b";")[0].strip().lower() != b"application/json":
+    parse = _PARSERS.get(content_type.split(b";")[0].strip().lower())
+    if parse is None:
         got = content_type.decode("latin-1") or "none"
-        raise UnsupportedMediaType(f"expected Content-Type application/json, got {got!r}")
+        raise UnsupportedMediaType(
+            "expected Content-Type application/json (or application/octet-stream: raw little-endian float32 "
+            f"rows), got {got!r}"
+        )
     try:
         body = await _read_body(receive, settings.max_body_bytes, declared)
     except _ClientGone:
         return 499, b""
-    rows = parse_instances(body, predictor.feature_names, max_rows=settings.max_rows)
+    rows = parse(body, predictor.feature_names, max_rows=settings.max_rows)
     answer = await predictor.predict(rows)
     return 200, orjson.dumps(answer)
 
