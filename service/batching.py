@@ -59,12 +59,12 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self._pending.append((rows, future))
-        if self._scheduled is None:
+        if self.max_wait > 0 and self._pending_rows() >= self.max_batch_rows:
+            self._cancel_schedule()  # the batch is full (or this request alone fills it): no reason to wait
+            self._scheduled = loop.call_soon(self._flush)
+        elif self._scheduled is None:
             wait = self.max_wait
             self._scheduled = loop.call_later(wait, self._flush) if wait > 0 else loop.call_soon(self._flush)
-        elif self.max_wait > 0 and self._pending_rows() >= self.max_batch_rows:
-            self._cancel_schedule()  # the batch is full: no reason to wait out max_wait
-            self._scheduled = loop.call_soon(self._flush)
         return await future
 
     def close(self) -> None:

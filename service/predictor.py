@@ -255,8 +255,22 @@ def _pick_device(setting: str) -> torch.device:
     if setting == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("BNSERVE_DEVICE=cuda but no CUDA device is available")
     if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda":
+        _full_float32_on_cuda()
     return torch.device(setting)
+
+
+def _full_float32_on_cuda() -> None:
+    """Turns TF32 off for CUDA matmuls and cuDNN convolutions in this process.
+
+    cuDNN convolutions use TF32 by default on Ampere and later: a 10-bit mantissa puts a CNN's answers about
+    1e-3 away from the CPU's and breaks the 1e-5 fold check. Serving gives float32's answers on every device.
+    """
+    # The legacy flags: torch 2.9's fp32_precision setters exist too, but mixing the two APIs makes torch
+    # refuse to read either (RuntimeError), and a user's code may still read allow_tf32.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def _serving_steps(

@@ -150,7 +150,7 @@ CASES = {
     "JSON nested too deeply": Case(
         lambda s: post(b'{"instances": ' + b"[" * 2000 + b"]" * 2000 + b"}"),
         400,
-        lambda s: ["malformed JSON"],
+        lambda s: ["malformed JSON", "nested more than 1024 levels"],
     ),
     "a text/plain body": Case(
         lambda s: post(s.body([s.row]), content_type="text/plain"),

@@ -167,6 +167,15 @@ def test_a_full_batch_does_not_wait_out_max_wait() -> None:
     assert len(run(main())) == 3
 
 
+@pytest.mark.parametrize("rows", [8, 100])
+def test_a_request_that_fills_the_batch_alone_does_not_wait_out_max_wait(rows: int) -> None:
+    async def main() -> np.ndarray:
+        batcher = MicroBatcher(per_row, max_batch_rows=8, max_wait_ms=3_600_000)  # an hour
+        return await asyncio.wait_for(batcher.submit(distinct_rows([rows])[0]), 5)
+
+    assert len(run(main())) == rows
+
+
 def test_a_large_request_in_the_worker_thread_does_not_hold_up_small_ones() -> None:
     entered, release = threading.Event(), threading.Event()
     loop_thread: list[int] = []
