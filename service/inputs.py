@@ -26,7 +26,9 @@ def parse_body(body: bytes) -> Any:
         if str(e).startswith("depth limit exceeded"):
             # Decided here, not by the stdlib below: its own limit moves with the Python version (3.12's
             # parser takes 2,000 levels that 3.11's refuses), and no body of rows nests that deep.
-            raise BadRequest(f"malformed JSON body: nested more than {_MAX_DEPTH} levels deep ({e})") from None
+            raise BadRequest(
+                f"malformed JSON body: nested more than {_MAX_DEPTH} levels deep ({e})"
+            ) from None
         try:  # the stdlib accepts NaN / Infinity, which orjson (rightly) rejects as JSON
             return json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
