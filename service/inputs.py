@@ -1,7 +1,8 @@
 """Turns a /predict body into a float32 array ``(B, F)``, or a 4xx error that says what and where.
 
-The common case (rows as JSON arrays of numbers) takes a vectorized path: orjson, then one ``np.array``
-call. Anything unusual takes the exact path, which walks the rows to name the first bad cell.
+The common case (rows as JSON arrays of numbers) takes a vectorized path: simdjson parses the numbers into
+one buffer. Anything else is decoded by orjson; rows of numbers then take one ``np.array`` call, and anything
+unusual the exact path, which walks the rows to name the first bad cell.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
 
@@ -37,6 +39,9 @@ def parse_body(body: bytes) -> Any:
 
 def parse_instances(body: bytes, feature_names: list[str], *, max_rows: int) -> np.ndarray:
     """Gives back the request's rows as a float32 array of shape (B, len(feature_names))."""
+    rows = _numeric_rows(body, len(feature_names), max_rows=max_rows)
+    if rows is not None:
+        return rows
     payload = parse_body(body)
     if not isinstance(payload, dict) or "instances" not in payload:
         got = (
@@ -87,6 +92,33 @@ def parse_float32_rows(body: bytes, feature_names: list[str], *, max_rows: int) 
             f"expected a finite number at row {i}, column {j} ({feature_names[j]!r}), got {out[i, j]}"
         )
     return out
+
+
+def _numeric_rows(body: bytes, n: int, *, max_rows: int) -> np.ndarray | None:
+    """Gives back the rows of ``{"instances": [[n numbers], ...]}`` parsed by simdjson straight into one
+    float64 buffer, with no Python object per number (a third of orjson + ``np.array``'s time for 1,024
+    rows); None for anything else, which the paths below then parse or refuse with the exact error."""
+    if not _only_numbers_after_the_key(body):  # no string but the key, no true/false
+        return None
+    try:
+        doc = simdjson.Parser().parse(body)  # a parser per body: its results must not outlive it
+        if not isinstance(doc, simdjson.Object) or len(doc) != 1:
+            return None
+        instances = doc.get("instances")
+        if not isinstance(instances, simdjson.Array) or not 0 < len(instances) <= max_rows:
+            return None
+        b = len(instances)
+        # as_buffer flattens: each row must be one flat array of n numbers (null fails as_buffer).
+        if body.count(b"[") != b + 1 or any(
+            not isinstance(row, simdjson.Array) or len(row) != n for row in instances
+        ):
+            return None
+        flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
+    except (ValueError, TypeError, RuntimeError):  # malformed, a non-number, a number beyond float64
+        return None
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, refused by the exact path
+        rows = flat.astype(np.float32).reshape(b, n)
+    return rows if np.isfinite(rows).all() else None
 
 
 def _only_numbers_after_the_key(body: bytes) -> bool:

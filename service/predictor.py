@@ -3,6 +3,7 @@
 predictor = Predictor(settings)
 predictor.load()                      # verify, freeze, fold BN, self-test; then ready
 await predictor.predict(rows)         # rows: float32 (B, F) -> one answer per row
+await predictor.predict_json(rows)    # the same answer as JSON bytes, built fast (service/answers.py)
 predictor.bn_stats()                  # the frozen BN statistics, straight from the unfolded network
 """
 
@@ -22,6 +23,7 @@ from torch import nn
 from models import Artifact, ArtifactError, load_artifact
 from models.bn import batchnorm_layers, fold_batchnorm, model_bn_fingerprint, training_bn_layers
 from models.layers import Rescale
+from service.answers import AnswerEncoder
 from service.batching import MicroBatcher
 from service.drift import DriftMonitor, make_window
 from service.errors import NotFound, NotReady
@@ -57,6 +59,7 @@ class Predictor:
         self.batcher: MicroBatcher | None = None
         self.observer: ActivationObserver | None = None
         self.drift: DriftMonitor | None = None  # the observer when BNSERVE_DRIFT_ENABLED
+        self.answers: AnswerEncoder | None = None
         self.on_batch: Callable[[int], None] | None = None  # rows of every forward pass (metrics)
         self.on_predict_rows: Callable[[int], None] | None = None  # rows of every /predict request
         self.device = torch.device("cpu")
@@ -101,6 +104,10 @@ class Predictor:
                     f"canary inputs (tolerance {FOLD_TOLERANCE}); set BNSERVE_FOLD_BN=false to serve unfolded"
                 )
         self.artifact, self.serving_model = artifact, serving
+        m = artifact.manifest
+        self.answers = AnswerEncoder(
+            model=m.name, artifact_sha256=artifact.weights_sha256, class_labels=m.class_labels
+        )
         self._bn_names = {name for name, _ in batchnorm_layers(model)}
         self._steps = _serving_steps(serving, self._bn_names)
         self.batcher = MicroBatcher(
@@ -165,25 +172,23 @@ class Predictor:
 
     async def predict(self, rows: np.ndarray) -> dict[str, Any]:
         """Gives back the /predict answer for ``rows`` (B, F)."""
-        artifact = self.require_ready()
+        return self._answers().answer(await self._outputs(rows))
+
+    async def predict_json(self, rows: np.ndarray) -> bytes:
+        """Gives back the /predict answer for ``rows`` (B, F) as JSON, without a dict per row (service/answers.py)."""
+        return self._answers().encode(await self._outputs(rows))
+
+    def _answers(self) -> AnswerEncoder:
+        self.require_ready()
+        assert self.answers is not None
+        return self.answers
+
+    async def _outputs(self, rows: np.ndarray) -> np.ndarray:
+        self.require_ready()
         assert self.batcher is not None
         if self.on_predict_rows is not None:
             self.on_predict_rows(len(rows))
-        out = await self.batcher.submit(rows)
-        return {
-            "model": artifact.manifest.name,
-            "artifact_sha256": artifact.weights_sha256,
-            "predictions": self.format_predictions(out),
-        }
-
-    def format_predictions(self, out: np.ndarray) -> list[dict[str, Any]]:
-        labels = self.require_ready().manifest.class_labels
-        if labels is None:
-            return [{"value": v} for v in out[:, 0].tolist()]
-        # Two flat comprehensions build faster than one nested one (1.4 vs 1.7 ms for 1,024 rows).
-        best = [labels[k] for k in out.argmax(axis=1).tolist()]
-        probabilities = [dict(zip(labels, p, strict=True)) for p in out.tolist()]
-        return [{"label": k, "probabilities": p} for k, p in zip(best, probabilities, strict=True)]
+        return await self.batcher.submit(rows)
 
     # ------------------------------------------------------------------------------------------ inspection
 

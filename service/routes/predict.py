@@ -94,8 +94,7 @@ async def _answer(scope: Scope, receive: Receive) -> tuple[int, bytes]:
     except _ClientGone:
         return 499, b""
     rows = parse(body, predictor.feature_names, max_rows=settings.max_rows)
-    answer = await predictor.predict(rows)
-    return 200, orjson.dumps(answer)
+    return 200, await predictor.predict_json(rows)
 
 
 async def _read_body(receive: Receive, limit: int, declared: bytes | None) -> bytes:

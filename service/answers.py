@@ -1,0 +1,71 @@
+"""The /predict answer: one prediction per row, as a dict or straight as JSON bytes.
+
+encoder = AnswerEncoder(model="breast_cancer", artifact_sha256="e2af...", class_labels=["malignant", "benign"])
+encoder.answer(out)    # {"model": ..., "artifact_sha256": ..., "predictions": [{"label": ..., "probabilities": {...}}]}
+encoder.encode(out)    # the same answer as JSON, byte for byte ``orjson.dumps(encoder.answer(out))``
+
+``out`` is a batch's output: class probabilities (B, K) or regression values (B, 1).
+
+Why ``encode`` does not just call ``orjson.dumps(answer)``: building a dict per row (and one of
+probabilities inside it) costs about 1 µs a row in Python, as long as the whole forward pass of a
+1,024-row batch. ``encode`` lets orjson format every number of the batch in one call, then splices the
+numbers into a per-row template of the constant keys and labels (themselves JSON-encoded by orjson) at C
+speed (``bytes.__mod__`` over ``zip``): 3 to 4 times faster for 1,024 rows. Small batches take the dict
+path, which is faster below a few rows (docs/PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+DICT_PATH_ROWS = 2  # at most this many rows: orjson.dumps of the dict is faster (5 vs 9 µs for one row)
+
+
+class AnswerEncoder:
+    def __init__(self, *, model: str, artifact_sha256: str, class_labels: list[str] | None) -> None:
+        self.model = model
+        self.artifact_sha256 = artifact_sha256
+        self.class_labels = class_labels
+        head = orjson.dumps({"model": model, "artifact_sha256": artifact_sha256})
+        self._head = head[:-1] + b',"predictions":['  # '{"model":...,"artifact_sha256":...,"predictions":['
+        self._labels: np.ndarray | None = None  # each label's JSON, indexed by class
+        if class_labels is None:
+            self._row = b'{"value":%s}'
+        else:
+            keys = [orjson.dumps(label).replace(b"%", b"%%") for label in class_labels]
+            probabilities = b",".join(key + b":%s" for key in keys)
+            self._row = b'{"label":%s,"probabilities":{' + probabilities + b"}}"
+            self._labels = np.array([orjson.dumps(label) for label in class_labels], dtype=object)
+
+    def answer(self, out: np.ndarray) -> dict[str, Any]:
+        """Gives back the answer as a dict."""
+        return {"model": self.model, "artifact_sha256": self.artifact_sha256, "predictions": self._rows(out)}
+
+    def encode(self, out: np.ndarray) -> bytes:
+        """Gives back the answer's JSON."""
+        if len(out) <= DICT_PATH_ROWS:
+            return orjson.dumps(self.answer(out))
+        # orjson writes a float64 array's numbers exactly as it writes the same Python floats.
+        numbers = orjson.dumps(out.astype(np.float64).ravel(), option=orjson.OPT_SERIALIZE_NUMPY)
+        cells = numbers[1:-1].split(b",")  # B * K numbers, row-major
+        k = out.shape[1]
+        columns = [cells[j::k] for j in range(k)]
+        if self._labels is None:
+            rows = map(self._row.__mod__, zip(*columns, strict=True))
+        else:
+            best = self._labels[out.argmax(axis=1)]
+            rows = map(self._row.__mod__, zip(best, *columns, strict=True))
+        return self._head + b",".join(rows) + b"]}"
+
+    def _rows(self, out: np.ndarray) -> list[dict[str, Any]]:
+        labels = self.class_labels
+        if labels is None:
+            return [{"value": v} for v in out[:, 0].tolist()]
+        best = [labels[k] for k in out.argmax(axis=1).tolist()]
+        return [
+            {"label": b, "probabilities": dict(zip(labels, p, strict=True))}
+            for b, p in zip(best, out.tolist(), strict=True)
+        ]
