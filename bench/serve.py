@@ -267,7 +267,7 @@ class Bench:
             print(f"  run {index + 1}: {service.name} ...", flush=True)
             with running(service, self.model, cpus=self.server_cpus) as (port, ready):
                 result.startup_s[service.name] = ready
-                if service.checked:
+                if service.name.startswith("bnserve"):
                     result.device[service.name] = _serving_device(port)
                 for load in self.loads:
                     if load.float32 and not service.name.startswith("bnserve"):

@@ -30,7 +30,7 @@ spread that collapsed at most 1 (plus any shift). A layer's score is its worst c
 score is the worst of the layers and the input. The input uses mean and std² with eps = 0; a feature
 that was constant in training (the manifest records std 1 for it) has a training variance of 0.
 
-    monitor = DriftMonitor.for_artifact(artifact, RowWindow(2048), min_rows=200, threshold=1.5, device="cpu")
+    monitor = DriftMonitor.for_artifact(artifact, RowWindow(2048), min_rows=200, threshold=1.5)
     predictor.observer = monitor     # begin(x), see(name, h) per BN slot, end(): every serving batch
     monitor.report()                 # the GET /drift answer
     monitor.reset()                  # POST /drift/reset: a new window
@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -126,11 +127,10 @@ def bn_site(name: str, bn: nn.modules.batchnorm._BatchNorm) -> Site:
 
 # ---------------------------------------------------------------------------------------------- windows
 
-# The hot path only copies each row's raw values into rows of a buffer set aside for its batch: the input
-# row, each 1d BN slot's output, and for a conv BN slot the row's sum and root sum of squares of y over H*W.
-# The moments of n are computed later (rows window: on read; decay window: as batches come through, small
-# ones 256 rows at a time): per row and channel, its mean m, its mean square q, and m², q², q*m for the
-# standard errors.
+# The hot path keeps, by reference, what each batch brings: the input rows, each 1d BN slot's output, and
+# for a conv BN slot each row's sum and root sum of squares of y over H*W. The moments of n are computed
+# later (rows window: on read; decay window: as batches come through, small ones 256 rows at a time): per
+# row and channel, its mean m, its mean square q, and m², q², q*m for the standard errors.
 MOMENTS = 5
 Z = 2.0  # standard errors the score gives the window before it counts a difference as drift
 N_LIMIT = 1e9  # |n| is clipped here so that n**4 stays finite in float32 even for absurd inputs
@@ -139,18 +139,25 @@ Reduce = Callable[[np.ndarray, np.ndarray | None], np.ndarray]  # raw rows, weig
 
 
 @dataclass
-class Reservation:
-    """Rows of a window's buffer set aside for one batch, filled while its forward runs."""
+class Block:
+    """One batch's raw values as the forward pass made them: ``parts`` side by side are its (rows, C_raw)
+    raw columns. Kept by reference and never written: the serving network has no in-place layers, so the
+    activations stay as they were seen (a copy into a ring cost 0.9 ms per 1,024-row batch, a third of the
+    forward; keeping them costs about 0.3 ms, docs/PERFORMANCE.md)."""
 
-    rows: int  # the batch's row count
-    buffer: torch.Tensor  # (rows or more, C_raw) float32 on the serving device
-    pieces: list[tuple[int, int, int]]  # (first batch row, first buffer row, row count): where rows go
-    sums: np.ndarray | None = None  # decay: the batch's weighted moment sums, once summarized
+    rows: int
+    parts: list[torch.Tensor]  # each (rows, width) on the serving device, in raw-column order
+    sums: np.ndarray | None = None  # decay window: the block's weighted moment sums, once prepared
+
+    def numpy(self, first: int = 0) -> np.ndarray:
+        """Gives back rows ``first:`` as one float32 array (rows - first, C_raw), for reading only."""
+        parts = [p[first:].cpu().numpy() for p in self.parts]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 @dataclass
 class Snapshot:
-    """A window's content at one instant, copied under the monitor's lock and summed outside it."""
+    """A window's content at one instant, taken under the monitor's lock and summed outside it."""
 
     raw: np.ndarray  # (k, C_raw) float32 rows not summed yet
     weights: np.ndarray | None  # (k,) their weights; None: 1 each
@@ -160,83 +167,57 @@ class Snapshot:
 
 
 class Window(Protocol):
-    """Recent rows. ``reserve``, ``commit``, ``abandon``, ``snapshot`` and ``clear`` run under the monitor's
-    lock and only do bookkeeping or copies; ``summarize`` runs outside it, between the forward and commit."""
+    """Recent rows, fed one block per batch. ``add``, ``snapshot`` and ``clear`` run under the monitor's
+    lock and only do bookkeeping or copies; ``prepare`` runs before, outside it."""
 
-    views: ColumnViews
-
-    def bind(self, columns: int, device: torch.device | str, reduce: Reduce) -> None: ...
-    def reserve(self, rows: int) -> Reservation: ...
-    def summarize(self, r: Reservation) -> None: ...
-    def commit(self, r: Reservation) -> None: ...
-    def abandon(self, r: Reservation) -> None: ...
+    def bind(self, columns: int, reduce: Reduce) -> None: ...
+    def prepare(self, block: Block) -> None: ...
+    def add(self, block: Block) -> None: ...
     def snapshot(self) -> Snapshot: ...
     def clear(self) -> None: ...
     def describe(self) -> dict[str, Any]: ...
 
 
-class ColumnViews:
-    """``buffer[:, col:col + width]`` for each buffer and column, made once: slicing costs µs per batch."""
-
-    def __init__(self) -> None:
-        self._views: dict[int, dict[int, torch.Tensor]] = {}  # id(buffer) -> col -> view (keeps it alive)
-
-    def get(self, buffer: torch.Tensor, col: int, width: int) -> torch.Tensor:
-        views = self._views.setdefault(id(buffer), {})
-        view = views.get(col)
-        if view is None:
-            view = views[col] = buffer[:, col : col + width]
-        return view
-
-    def forget(self, buffer: torch.Tensor) -> None:
-        self._views.pop(id(buffer), None)
-
-
 class RowWindow:
-    """The last ``size`` rows exactly: a ring of raw rows; a row counts once its batch is committed."""
+    """The last ``size`` rows exactly: the newest blocks, of which the oldest may be partly out already."""
 
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError(f"the window must hold at least 1 row, got {size}")
         self.size = size
-        self._ring = torch.zeros(0)
-        self._valid = np.zeros(size, dtype=bool)  # committed rows; in-flight and never written ones are not
-        self._head = 0  # where the next batch's rows go
-        self.views = ColumnViews()
+        self._columns = 0
+        self._blocks: deque[Block] = deque()
+        self._first = 0  # rows of the oldest block that have left the window
+        self._rows = 0  # rows in the window
 
-    def bind(self, columns: int, device: torch.device | str, reduce: Reduce) -> None:
-        self.views.forget(self._ring)
-        self._ring = torch.zeros((self.size, columns), dtype=torch.float32, device=device)
+    def bind(self, columns: int, reduce: Reduce) -> None:
+        self._columns = columns
         self.clear()
 
-    def reserve(self, rows: int) -> Reservation:
-        keep = min(rows, self.size)  # a batch larger than the window leaves only its newest rows
-        pieces, first, at = [], rows - keep, self._head
-        while keep:
-            n = min(keep, self.size - at)
-            pieces.append((first, at, n))
-            self._valid[at : at + n] = False  # the oldest rows leave now
-            first, keep, at = first + n, keep - n, (at + n) % self.size
-        self._head = at
-        return Reservation(rows, self._ring, pieces)
-
-    def summarize(self, r: Reservation) -> None:
+    def prepare(self, block: Block) -> None:
         pass  # summed on read
 
-    def commit(self, r: Reservation) -> None:
-        for _, at, n in r.pieces:
-            self._valid[at : at + n] = True
-
-    def abandon(self, r: Reservation) -> None:
-        pass  # its rows stay out of the window
+    def add(self, block: Block) -> None:
+        self._blocks.append(block)
+        self._rows += block.rows
+        while self._rows > self.size:  # the oldest rows leave
+            left = self._blocks[0].rows - self._first
+            if self._rows - left >= self.size:
+                self._blocks.popleft()
+                self._rows -= left
+                self._first = 0
+            else:
+                self._first += self._rows - self.size
+                self._rows = self.size
 
     def snapshot(self) -> Snapshot:
-        rows = np.flatnonzero(self._valid)
-        raw = self._ring[torch.from_numpy(rows).to(self._ring.device)].cpu().numpy()  # a copy
-        return Snapshot(raw, None, None, float(len(rows)), float(len(rows)))
+        parts = [b.numpy(self._first if i == 0 else 0) for i, b in enumerate(self._blocks)]
+        raw = np.concatenate(parts) if parts else np.zeros((0, self._columns), dtype=np.float32)  # a copy
+        return Snapshot(raw, None, None, float(self._rows), float(self._rows))
 
     def clear(self) -> None:
-        self._valid[:] = False
+        self._blocks.clear()
+        self._first = self._rows = 0
 
     def describe(self) -> dict[str, Any]:
         return {"mode": "rows", "size": self.size}
@@ -245,9 +226,9 @@ class RowWindow:
 class DecayWindow:
     """Every row so far, weighted ``2 ** (-age / half_life)``, age counting the rows that came after it.
 
-    Each batch is written to a scratch buffer while its forward runs. A large batch is then summed into the
-    decayed moments at once; small ones gather in a pending block first, summed when it fills (or on read),
-    since summing a handful of rows costs as much as summing hundreds.
+    A large block is summed into the decayed moments at once (its sums prepared outside the lock); small
+    ones gather in a pending block first, summed when it fills (or on read), since summing a handful of
+    rows costs as much as summing hundreds.
     """
 
     PENDING = 256  # rows
@@ -257,10 +238,7 @@ class DecayWindow:
             raise ValueError(f"the half-life must be a positive number of rows, got {half_life}")
         self.half_life = half_life
         self.decay = 0.5 ** (1.0 / half_life)  # per row
-        self._columns, self._device = 0, torch.device("cpu")
         self._reduce: Reduce | None = None
-        self._scratch: list[torch.Tensor] = []  # free buffers, reused: fresh ones cost page faults
-        self.views = ColumnViews()
         self._weights: dict[int, np.ndarray] = {}
         self._pending = np.zeros((self.PENDING, 0), dtype=np.float32)
         self._pending_rows = 0
@@ -268,34 +246,25 @@ class DecayWindow:
         self._weight = 0.0
         self._weight_sq = 0.0
 
-    def bind(self, columns: int, device: torch.device | str, reduce: Reduce) -> None:
-        self._columns, self._device, self._reduce = columns, torch.device(device), reduce
+    def bind(self, columns: int, reduce: Reduce) -> None:
+        self._reduce = reduce
         self._pending = np.zeros((self.PENDING, columns), dtype=np.float32)
         self.clear()
 
-    def reserve(self, rows: int) -> Reservation:
-        fits = [i for i, b in enumerate(self._scratch) if len(b) >= rows]
-        if fits:
-            buffer = self._scratch.pop(min(fits, key=lambda i: len(self._scratch[i])))
-        else:
-            buffer = torch.zeros((max(rows, 64), self._columns), dtype=torch.float32, device=self._device)
-        return Reservation(rows, buffer, [(0, 0, rows)])
-
-    def summarize(self, r: Reservation) -> None:
-        if r.rows >= self.PENDING:
+    def prepare(self, block: Block) -> None:
+        if block.rows >= self.PENDING:
             assert self._reduce is not None
-            r.sums = self._reduce(r.buffer[: r.rows].cpu().numpy(), self._row_weights(r.rows))
+            block.sums = self._reduce(block.numpy(), self._row_weights(block.rows))
 
-    def commit(self, r: Reservation) -> None:
-        if r.sums is not None or self._pending_rows + r.rows > self.PENDING:
+    def add(self, block: Block) -> None:
+        if block.sums is not None or self._pending_rows + block.rows > self.PENDING:
             self._add_pending()
-        if r.sums is not None:
-            self._add(r.sums, r.rows)
+        if block.sums is not None:
+            self._add(block.sums, block.rows)
         else:
             k = self._pending_rows
-            self._pending[k : k + r.rows] = r.buffer[: r.rows].cpu().numpy()
-            self._pending_rows += r.rows
-        self.abandon(r)
+            self._pending[k : k + block.rows] = block.numpy()
+            self._pending_rows += block.rows
 
     def _add_pending(self) -> None:
         k = self._pending_rows
@@ -310,12 +279,6 @@ class DecayWindow:
         self._sums = sums if self._sums is None else self._sums * old + sums
         self._weight = self._weight * old + float(w.sum())
         self._weight_sq = self._weight_sq * old * old + float(w @ w)
-
-    def abandon(self, r: Reservation) -> None:
-        self._scratch.append(r.buffer)
-        if len(self._scratch) > 4:  # keep the largest few
-            self._scratch.sort(key=len)
-            self.views.forget(self._scratch.pop(0))
 
     def _row_weights(self, k: int) -> np.ndarray:
         w = self._weights.get(k)
@@ -435,9 +398,9 @@ class DriftMonitor:
     """Streams live traffic at every site into a window and compares it with the frozen statistics.
 
     ``begin``, ``Batch.see`` and ``Batch.end`` run inside the forward pass, on the event loop or in the
-    batcher's worker thread (both at once, for a small and a large batch), and only copy rows into the rows
-    their batch reserved; readers run on other threads, copy the window under the lock and do the
-    arithmetic outside it.
+    batcher's worker thread (both at once, for a small and a large batch): they keep references to the
+    values and hand the batch to the window as one block at its end; readers run on other threads, copy
+    the window under the lock and do the arithmetic outside it.
     """
 
     def __init__(
@@ -447,7 +410,6 @@ class DriftMonitor:
         *,
         min_rows: int,
         threshold: float,
-        device: torch.device | str = "cpu",
     ) -> None:
         if sites[0].kind != INPUT:
             raise ValueError("the first site must be the input features")
@@ -478,10 +440,9 @@ class DriftMonitor:
         self._raw_width = at
         self._kinds = {s.name: (s.kind, s.num_channels) for s in sites}
         self._positions: dict[str, int] = {}  # H*W of each 2d layer, from its first batch
-        self._open: dict[int, Reservation] = {}  # the batch each forward thread is writing
         self._staged: list[torch.Tensor] = []  # small batches' rows (k, C_raw), not in the window yet
         self._staged_rows = 0
-        self.window.bind(self._raw_width, device, self._moment_sums)
+        self.window.bind(self._raw_width, self._moment_sums)
         self._lock = threading.Lock()
         self._rows_committed = 0
         self.since = _now()
@@ -495,46 +456,30 @@ class DriftMonitor:
         *,
         min_rows: int,
         threshold: float,
-        device: torch.device | str,
     ) -> DriftMonitor:
         """Gives back a monitor of the artifact's input and every BN layer, read from the unfolded network."""
+        if inplace := [name for name, m in artifact.model.named_modules() if getattr(m, "inplace", False)]:
+            # The monitor keeps activations by reference; an in-place layer would overwrite them.
+            raise ValueError(f"the drift monitor needs a network without in-place layers, got {inplace}")
         sites = [input_site(artifact)] + [bn_site(name, bn) for name, bn in batchnorm_layers(artifact.model)]
-        return cls(sites, window, min_rows=min_rows, threshold=threshold, device=device)
+        return cls(sites, window, min_rows=min_rows, threshold=threshold)
 
     # ------------------------------------------------------------------------------------------ hot path
 
-    def begin(self, x: torch.Tensor) -> Batch | SmallBatch | IgnoredBatch:
-        """Sets rows aside for one serving batch and writes its raw input rows ``x`` (B, F) there."""
-        if self.error is not None:
-            return IGNORED
-        if len(x) <= SmallBatch.MAX_ROWS:
-            return SmallBatch(self, x)
-        try:
-            thread = threading.get_ident()
-            with self._lock:
-                # A forward runs one batch at a time per thread: one still open here raised before its end.
-                if (stale := self._open.pop(thread, None)) is not None:
-                    self.window.abandon(stale)
-                self._flush_staged()  # rows enter the window in the order their batches began
-                reservation = self._open[thread] = self.window.reserve(len(x))
-            batch = Batch(self, reservation, x)
-        except Exception as e:  # a monitor fault must never fail a prediction
-            self._fail(e, x)
-            return IGNORED
-        return batch
+    def begin(self, x: torch.Tensor) -> Batch | IgnoredBatch:
+        """Starts watching one serving batch: its raw input rows ``x`` (B, F)."""
+        return IGNORED if self.error is not None else Batch(self, x)
 
-    def _end(self, batch: Batch) -> None:
+    def _add(self, block: Block) -> None:
+        """Hands a large batch's block to the window, after the staged small batches that came before it."""
         try:
-            if self.error is None:
-                self.window.summarize(batch.reservation)
+            self.window.prepare(block)  # outside the lock: a decay window sums a large block here
             with self._lock:
-                self._open.pop(threading.get_ident(), None)
                 if self.error is None:
-                    self.window.commit(batch.reservation)
-                    self._rows_committed += batch.reservation.rows
-                else:
-                    self.window.abandon(batch.reservation)
-        except Exception as e:
+                    self._flush_staged()
+                    self.window.add(block)
+                    self._rows_committed += block.rows
+        except Exception as e:  # a monitor fault must never fail a prediction
             self._fail(e, None)
 
     def _raw_values(self, name: str, h: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
@@ -548,29 +493,24 @@ class DriftMonitor:
             raise ValueError(f"{name} had {self._positions[name]} positions per channel, now {y.shape[2]}")
         return [(col, c, y.sum(dim=2)), (col + c, c, torch.linalg.vector_norm(y, dim=2))]
 
-    def _stage(self, block: torch.Tensor) -> None:
+    def _stage(self, rows: torch.Tensor) -> None:
         """Queues a small batch's rows (k, C_raw); they enter the window together, STAGE_ROWS at a time."""
         with self._lock:
-            self._staged.append(block)
-            self._staged_rows += len(block)
-            if self._staged_rows >= SmallBatch.STAGE_ROWS:
+            self._staged.append(rows)
+            self._staged_rows += len(rows)
+            if self._staged_rows >= Batch.STAGE_ROWS:
                 self._flush_staged()
 
     def _flush_staged(self) -> None:
-        """Moves the staged rows into the window, oldest first (under the lock)."""
+        """Moves the staged rows into the window as one block, oldest first (under the lock)."""
         if not self._staged:
             return
-        with (
-            torch.inference_mode()
-        ):  # a reader flushes too, and the window's buffers may be inference tensors
-            rows = self._staged[0] if len(self._staged) == 1 else torch.cat(self._staged)
-            self._staged, self._staged_rows = [], 0
-            reservation = self.window.reserve(len(rows))
-            for first, at, n in reservation.pieces:
-                reservation.buffer[at : at + n].copy_(rows[first : first + n])
-            self.window.summarize(reservation)
-            self.window.commit(reservation)
-        self._rows_committed += len(rows)
+        rows = self._staged[0] if len(self._staged) == 1 else torch.cat(self._staged)
+        self._staged, self._staged_rows = [], 0
+        block = Block(len(rows), [rows])
+        self.window.prepare(block)
+        self.window.add(block)
+        self._rows_committed += block.rows
 
     @property
     def rows_seen(self) -> int:
@@ -725,14 +665,22 @@ class DriftMonitor:
 
 
 class Batch:
-    """A batch of more than SmallBatch.MAX_ROWS rows on its way into the window: ``see`` each BN slot's
-    output, then ``end``. Its values are copied into the rows it reserved as each output arrives, so the
-    activations are freed as early as without the monitor."""
+    """One serving batch on its way into the window: ``see`` each BN slot's output, then ``end``.
 
-    def __init__(self, monitor: DriftMonitor, reservation: Reservation, x: torch.Tensor) -> None:
+    The values are kept by reference, as the forward made them, never copied. A batch of at most
+    SMALL_ROWS rows is joined into one row block at ``end`` (a few KB) and staged: staged blocks enter the
+    window STAGE_ROWS rows at a time (or on read), since per-op overhead, not bytes, is what a small batch
+    costs. A larger one enters the window as its own block.
+    """
+
+    SMALL_ROWS = 64
+    STAGE_ROWS = 256
+    __slots__ = ("kept", "monitor", "rows")
+
+    def __init__(self, monitor: DriftMonitor, x: torch.Tensor) -> None:
         self.monitor = monitor
-        self.reservation = reservation
-        self.put(x, 0, monitor.sites[0].num_channels)
+        self.rows = len(x)
+        self.kept: dict[int, torch.Tensor] = {0: x}  # first raw column -> (B, width)
 
     def see(self, name: str, h: torch.Tensor) -> None:
         """Takes what the window keeps of BN slot ``name``'s output (B, C) or (B, C, H, W)."""
@@ -741,58 +689,28 @@ class Batch:
             return
         try:
             for col, width, values in monitor._raw_values(name, h):
-                self.put(values, col, width)
-        except Exception as e:  # a monitor fault must never fail a prediction
-            monitor._fail(e, h)
-
-    def put(self, values: torch.Tensor, col: int, width: int) -> None:
-        r = self.reservation
-        if tuple(values.shape) != (r.rows, width):  # copy_ would broadcast a wrong shape silently
-            raise ValueError(f"expected a ({r.rows}, {width}) tensor, got {tuple(values.shape)}")
-        view = self.monitor.window.views.get(r.buffer, col, width)
-        for first, at, n in r.pieces:
-            view[at : at + n].copy_(values if n == r.rows else values[first : first + n])
-
-    def end(self) -> None:
-        """Hands the batch's rows to the window."""
-        self.monitor._end(self)
-
-
-class SmallBatch:
-    """A batch of at most MAX_ROWS rows: its values (a few KB) are kept and joined into one row block at
-    ``end``, which is staged; staged blocks enter the window STAGE_ROWS rows at a time (or on read). Per-op
-    overhead, not bytes, is what a small batch costs, so it gets no reservation, lock or copy of its own."""
-
-    MAX_ROWS = 64
-    STAGE_ROWS = 256
-    __slots__ = ("kept", "monitor")
-
-    def __init__(self, monitor: DriftMonitor, x: torch.Tensor) -> None:
-        self.monitor = monitor
-        self.kept: dict[int, torch.Tensor] = {0: x}  # first raw column -> (B, width)
-
-    def see(self, name: str, h: torch.Tensor) -> None:
-        monitor = self.monitor
-        if monitor.error is not None:
-            return
-        try:
-            rows = len(self.kept[0])
-            for col, width, values in monitor._raw_values(name, h):
-                if tuple(values.shape) != (rows, width):  # a wrong width would shift every column after it
-                    raise ValueError(f"expected a ({rows}, {width}) tensor, got {tuple(values.shape)}")
+                if tuple(values.shape) != (
+                    self.rows,
+                    width,
+                ):  # a wrong width would shift every column after it
+                    raise ValueError(f"expected a ({self.rows}, {width}) tensor, got {tuple(values.shape)}")
                 self.kept[col] = values
         except Exception as e:  # a monitor fault must never fail a prediction
             monitor._fail(e, h)
 
     def end(self) -> None:
+        """Hands the batch's values to the window."""
         monitor = self.monitor
         if monitor.error is not None:
             return
         try:
-            block = torch.cat([self.kept[col] for col in sorted(self.kept)], dim=1)  # checks the row counts
-            if block.shape[1] != monitor._raw_width:
-                raise ValueError(f"expected {monitor._raw_width} values per row, got {block.shape[1]}")
-            monitor._stage(block)
+            parts = [self.kept[col] for col in sorted(self.kept)]
+            if (width := sum(p.shape[1] for p in parts)) != monitor._raw_width:
+                raise ValueError(f"expected {monitor._raw_width} values per row, got {width}")
+            if self.rows > self.SMALL_ROWS:
+                monitor._add(Block(self.rows, parts))
+            else:
+                monitor._stage(torch.cat(parts, dim=1))
         except Exception as e:
             monitor._fail(e, None)
 

@@ -120,7 +120,7 @@ class Predictor:
             s = self.settings
             window = make_window(s.drift_window_mode, rows=s.drift_window, half_life=s.drift_decay)
             self.drift = DriftMonitor.for_artifact(
-                artifact, window, min_rows=s.drift_min_rows, threshold=s.drift_threshold, device=self.device
+                artifact, window, min_rows=s.drift_min_rows, threshold=s.drift_threshold
             )
             self.observer = self.drift
 

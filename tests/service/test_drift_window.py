@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from models import load_artifact
 from models.bn import batchnorm_layers, model_bn_fingerprint
+from service.drift import DriftMonitor, RowWindow
 from service.predictor import Predictor
 from service.settings import Settings
 
@@ -152,3 +154,30 @@ def test_forwards_on_several_threads_at_once_lose_no_row(mode: str, breast_cance
         mean, var = weighted_mean_var(expected[site.site.name], np.ones(len(rows)))
         torch.testing.assert_close(site.mean, mean, rtol=1e-4, atol=1e-5, msg=f"{site.site.name} mean")
         torch.testing.assert_close(site.var, var, rtol=1e-4, atol=1e-6, msg=f"{site.site.name} var")
+
+
+def test_a_network_with_an_in_place_layer_is_refused_since_kept_activations_would_change(
+    breast_cancer_artifact: Path,
+) -> None:
+    artifact = load_artifact(breast_cancer_artifact)
+    relu = next(m for m in artifact.model.modules() if isinstance(m, torch.nn.ReLU))
+    relu.inplace = True
+    with pytest.raises(ValueError, match="without in-place layers"):
+        DriftMonitor.for_artifact(artifact, RowWindow(100), min_rows=10, threshold=1.5)
+
+
+def test_what_the_window_keeps_does_not_change_as_the_network_computes_more(
+    breast_cancer_artifact: Path,
+) -> None:
+    # The window keeps the forward's own activations, by reference: later forwards must not touch them.
+    predictor = serve(breast_cancer_artifact, drift_window=2000)
+    traffic(predictor)
+    assert predictor.drift is not None and predictor.serving_model is not None
+    _, before = predictor.drift.compare()
+    with torch.inference_mode():
+        for seed in range(5):
+            predictor.serving_model(torch.randn(301, 30, generator=torch.Generator().manual_seed(seed)) * 1e3)
+    _, after = predictor.drift.compare()
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a.mean, b.mean)
+        np.testing.assert_array_equal(a.var, b.var)
