@@ -263,16 +263,23 @@ class Bench:
         if self.load_cpus:
             os.sched_setaffinity(0, self.load_cpus)
         services = [s for s in SERVICES if s.name in self.args.services]
-        for service in services:
-            print(f"  run {index + 1}: {service.name} ...", flush=True)
-            with running(service, self.model, cpus=self.server_cpus) as (port, ready):
-                result.startup_s[service.name] = ready
+        # Every server runs at once (an idle one takes no CPU), and each load drives them one after the
+        # other: the two sides of a ratio are measured a few seconds apart, not minutes, so a slow stretch
+        # of a shared machine hits both.
+        with contextlib.ExitStack() as stack:
+            ports = {}
+            for service in services:
+                port, ready = stack.enter_context(running(service, self.model, cpus=self.server_cpus))
+                ports[service.name], result.startup_s[service.name] = port, ready
                 if service.name.startswith("bnserve"):
                     result.device[service.name] = _serving_device(port)
-                for load in self.loads:
+            for load in self.loads:
+                print(f"  run {index + 1}: {load.name} ...", flush=True)
+                for service in services:
                     if load.float32 and not service.name.startswith("bnserve"):
                         continue  # the reference services take JSON only
-                    result.measurements.append(asyncio.run(self._measure(service, port, load, result)))
+                    measured = self._measure(service, ports[service.name], load, result)
+                    result.measurements.append(asyncio.run(measured))
         # Measured again once the servers are gone; the faster of the two counts (the conservative side).
         result.forward = {
             k: max(v, rate)
