@@ -9,6 +9,7 @@ predictor.bn_stats()                  # the frozen BN statistics, straight from 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import threading
@@ -86,6 +87,7 @@ class Predictor:
         self.load_seconds = time.perf_counter() - start
 
     def _load(self) -> None:
+        keep_freed_memory()
         torch.set_num_threads(self.settings.torch_threads)
         self.device = _pick_device(self.settings.device)
         artifact = load_artifact(self.settings.model_dir, device=self.device)
@@ -254,6 +256,25 @@ class Predictor:
                 "torch_threads": self.settings.torch_threads,
             },
         }
+
+
+def keep_freed_memory() -> bool:
+    """Tells glibc's malloc to keep freed blocks of up to 32 MiB for reuse; gives back whether it could.
+
+    A 1,024-row forward allocates and frees a few 1 MB activations. By default glibc serves blocks that
+    large with mmap, or trims them off the heap once freed, so the next request's forward gets fresh
+    pages: ~740 page faults per 1,024-row request, measured in process, about a third of its time. With
+    the thresholds raised, freed blocks are reused: 7 faults per request. (PyTorch's CPU tuning guide
+    makes the same point with jemalloc or tcmalloc.) The cost: up to 512 MiB of freed memory may stay
+    with the process rather than go back to the OS. Elsewhere than glibc (musl, macOS) nothing changes.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 512 << 20))
 
 
 def _pick_device(setting: str) -> torch.device:

@@ -7,8 +7,8 @@ import numpy as np
 import orjson
 import pytest
 
-from service.errors import PayloadTooLarge, ServiceError, Unprocessable
 from service import inputs
+from service.errors import PayloadTooLarge, ServiceError, Unprocessable
 from service.inputs import _numeric_rows, parse_instances
 
 NAMES = ["a", "b", "c"]
