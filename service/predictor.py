@@ -174,23 +174,21 @@ class Predictor:
 
     async def predict(self, rows: np.ndarray) -> dict[str, Any]:
         """Gives back the /predict answer for ``rows`` (B, F)."""
-        return self._answers().answer(await self._outputs(rows))
+        answers, out = await self._outputs(rows)
+        return answers.answer(out)
 
     async def predict_json(self, rows: np.ndarray) -> bytes:
         """Gives back the /predict answer for ``rows`` (B, F) as JSON, without a dict per row (service/answers.py)."""
-        return self._answers().encode(await self._outputs(rows))
+        answers, out = await self._outputs(rows)
+        return answers.encode(out)
 
-    def _answers(self) -> AnswerEncoder:
+    async def _outputs(self, rows: np.ndarray) -> tuple[AnswerEncoder, np.ndarray]:
+        """Gives back the encoder of this artifact's answers and the batch output for ``rows``."""
         self.require_ready()
-        assert self.answers is not None
-        return self.answers
-
-    async def _outputs(self, rows: np.ndarray) -> np.ndarray:
-        self.require_ready()
-        assert self.batcher is not None
+        assert self.batcher is not None and self.answers is not None
         if self.on_predict_rows is not None:
             self.on_predict_rows(len(rows))
-        return await self.batcher.submit(rows)
+        return self.answers, await self.batcher.submit(rows)
 
     # ------------------------------------------------------------------------------------------ inspection
 
