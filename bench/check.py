@@ -56,7 +56,16 @@ def request_body(rows: np.ndarray) -> bytes:
 
 
 def check_answer(answer: Any, expected: np.ndarray, class_labels: list[str] | None) -> str | None:
-    """Gives back None when ``answer`` (a decoded /predict body) matches ``expected`` (B, K), else what differs."""
+    """Gives back None when ``answer`` (a decoded /predict body: JSON, or the bulk answer's float32 array)
+    matches ``expected`` (B, K), else what differs."""
+    if isinstance(answer, np.ndarray):
+        if answer.shape != expected.shape:
+            return f"expected a bulk answer of shape {expected.shape}, got {answer.shape}"
+        diff = np.abs(answer.astype(np.float64) - expected)
+        if not diff.max() <= TOLERANCE:  # NaN fails too
+            i = int(np.nanargmax(diff.max(axis=1))) if not np.isnan(diff).all() else 0
+            return f"row {i}: expected {expected[i].tolist()}, got {answer[i].tolist()} (bulk answer)"
+        return None
     if not isinstance(answer, dict) or not isinstance(answer.get("predictions"), list):
         return f"expected an object with a 'predictions' list, got {str(answer)[:120]!r}"
     predictions = answer["predictions"]

@@ -26,6 +26,7 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+if os.getenv("BENCH_ACCEPT") ~= "" then wrk.headers["Accept"] = os.getenv("BENCH_ACCEPT") end
 
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
@@ -84,6 +85,7 @@ async def drive_wrk(
     seconds: float,
     cpus: Sequence[int] | None = None,
     content_type: str = "application/json",
+    accept: str = "",
 ) -> LoadResult:
     """Gives back what wrk measured for ``seconds`` of POSTs of ``body`` from ``concurrency`` connections."""
     with tempfile.TemporaryDirectory(prefix="bnserve-bench-") as tmp:
@@ -105,7 +107,12 @@ async def drive_wrk(
             cmd = ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
         proc = await asyncio.create_subprocess_exec(
             *cmd,
-            env={**os.environ, "BENCH_BODY": str(body_file), "BENCH_CONTENT_TYPE": content_type},
+            env={
+                **os.environ,
+                "BENCH_BODY": str(body_file),
+                "BENCH_CONTENT_TYPE": content_type,
+                "BENCH_ACCEPT": accept,
+            },
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -136,16 +143,20 @@ async def drive(
     pause: float = 0.0,
     stop: asyncio.Event | None = None,
     content_type: str = "application/json",
+    accept: str = "",
 ) -> LoadResult:
     """Gives back the load result of ``concurrency`` keep-alive connections cycling through ``items``.
 
     Runs for ``seconds``, for ``total`` requests, or until ``stop`` is set; every answer whose item has
-    an ``expected`` is passed to ``check``. ``pause`` sleeps between a connection's requests (a trickle).
+    an ``expected`` is passed to ``check``, decoded: a JSON answer as JSON, a bulk answer
+    (``Accept: application/octet-stream``) as the float32 array it holds. ``pause`` sleeps between a
+    connection's requests (a trickle).
     """
     path = "/predict"
+    accept_line = f"Accept: {accept}\r\n" if accept else ""
     requests = [
         (
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n{accept_line}"
             f"Content-Length: {len(item.body)}\r\n\r\n".encode()
             + item.body,
             item.expected,
@@ -176,14 +187,14 @@ async def drive(
                 request, expected = requests[next(order)]
                 t0 = time.perf_counter()
                 writer.write(request)
-                status, body = await _read_response(reader)
+                status, body, shape = await _read_response(reader)
                 latencies.append(time.perf_counter() - t0)
                 if status != 200:
                     failures += 1
                     if len(problems) < 5:
                         problems.append(f"HTTP {status}: {body[:200]!r}")
                 elif expected is not None and check is not None:
-                    problem = check(orjson.loads(body), expected)
+                    problem = check(decode_answer(body, shape), expected)
                     if problem is not None and len(problems) < 5:
                         problems.append(problem)
                     failures += problem is not None
@@ -208,13 +219,26 @@ async def drive(
     )
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+def decode_answer(body: bytes, shape: bytes | None) -> object:
+    """Gives back a /predict answer decoded: the bulk answer (its ``x-bnserve-shape`` given) as a float32
+    array of that shape, any other as JSON."""
+    if shape is None:
+        return orjson.loads(body)
+    rows, k = (int(n) for n in shape.split(b","))
+    return np.frombuffer(body, dtype="<f4").reshape(rows, k)
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bytes | None]:
+    """Gives back the status, the body and the ``x-bnserve-shape`` header (None: a JSON answer)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split(b" ", 2)[1])
-    length = 0
+    length, shape = 0, None
     for line in lines[1:]:
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             length = int(value)
-    return status, await reader.readexactly(length)
+        elif name == b"x-bnserve-shape":
+            shape = value.strip()
+    return status, await reader.readexactly(length), shape

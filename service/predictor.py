@@ -4,6 +4,7 @@ predictor = Predictor(settings)
 predictor.load()                      # verify, freeze, fold BN, self-test; then ready
 await predictor.predict(rows)         # rows: float32 (B, F) -> one answer per row
 await predictor.predict_json(rows)    # the same answer as JSON bytes, built fast (service/answers.py)
+await predictor.predict_float32(rows) # the bulk answer: raw float32 (B, K) bytes and the headers describing it
 predictor.bn_stats()                  # the frozen BN statistics, straight from the unfolded network
 """
 
@@ -181,6 +182,11 @@ class Predictor:
         """Gives back the /predict answer for ``rows`` (B, F) as JSON, without a dict per row (service/answers.py)."""
         answers, out = await self._outputs(rows)
         return answers.encode(out)
+
+    async def predict_float32(self, rows: np.ndarray) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """Gives back the bulk answer for ``rows`` (B, F): raw little-endian float32 (B, K) and its headers."""
+        answers, out = await self._outputs(rows)
+        return answers.encode_float32(out)
 
     async def _outputs(self, rows: np.ndarray) -> tuple[AnswerEncoder, np.ndarray]:
         """Gives back the encoder of this artifact's answers and the batch output for ``rows``."""
