@@ -415,7 +415,8 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
         }.items():
             row[name] = _median(_ratio(run, load, a, b) for run in runs)
         if load in bigs:
-            row["vs_bare"] = float("nan")  # the bare endpoint never reads the body: no ceiling to compare with
+            # The bare endpoint never reads the body: no ceiling to compare with.
+            row["vs_bare"] = float("nan")
             row["vs_forward"] = _median(
                 _rate(run, load, "bnserve", "rows_per_s") / run.forward[f"unfolded_b{args.big_rows}"]
                 for run in runs
