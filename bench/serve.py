@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import statistics
@@ -309,27 +310,19 @@ class Bench:
         if service.checked:
             await self._burst(port, result)
         if self.use_wrk:
-            url = f"http://{HOST}:{port}/predict"
-            await drive_wrk(
-                url,
+            wrk = functools.partial(
+                drive_wrk,
+                f"http://{HOST}:{port}/predict",
                 items[0].body,
                 concurrency=load.concurrency,
-                seconds=self.warmup,
                 cpus=self.load_cpus,
                 content_type=load.content_type,
                 accept=load.accept,
             )
+            await wrk(seconds=self.warmup)
             stop = asyncio.Event()
             trickle = asyncio.create_task(self._trickle(port, stop)) if service.checked else None
-            r = await drive_wrk(
-                url,
-                items[0].body,
-                concurrency=load.concurrency,
-                seconds=self.seconds,
-                cpus=self.load_cpus,
-                content_type=load.content_type,
-                accept=load.accept,
-            )
+            r = await wrk(seconds=self.seconds)
             stop.set()
             checked = self._collect(await trickle, result) if trickle else 0
         else:

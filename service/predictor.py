@@ -25,7 +25,7 @@ from torch import nn
 from models import Artifact, ArtifactError, load_artifact
 from models.bn import batchnorm_layers, fold_batchnorm, model_bn_fingerprint, training_bn_layers
 from models.layers import Rescale
-from service.answers import AnswerEncoder
+from service.answers import AnswerEncoder, Headers
 from service.batching import MicroBatcher
 from service.drift import DriftMonitor, make_window
 from service.errors import NotFound, NotReady
@@ -183,7 +183,7 @@ class Predictor:
         answers, out = await self._outputs(rows)
         return answers.encode(out)
 
-    async def predict_float32(self, rows: np.ndarray) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    async def predict_float32(self, rows: np.ndarray) -> tuple[bytes, Headers]:
         """Gives back the bulk answer for ``rows`` (B, F): raw little-endian float32 (B, K) and its headers."""
         answers, out = await self._outputs(rows)
         return answers.encode_float32(out)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from service.answers import FLOAT32_MEDIA_TYPE
+from service.answers import FLOAT32_MEDIA_TYPE, Headers
 from service.errors import PayloadTooLarge, ServiceError, UnsupportedMediaType
 from service.inputs import parse_float32_rows, parse_instances
 from service.predictor import Predictor
@@ -29,8 +29,7 @@ from service.settings import Settings
 router = APIRouter(tags=["predict"])
 
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
-_JSON_HEADERS = [(b"content-type", b"application/json")]
-Headers = list[tuple[bytes, bytes]]
+_JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 _PARSERS = {b"application/json": parse_instances, b"application/octet-stream": parse_float32_rows}
 
 
