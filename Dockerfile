@@ -22,7 +22,9 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY training ./training
 COPY service ./service
-RUN pip install .
+# `python -m service` runs these sources from /app, and PYTHONDONTWRITEBYTECODE keeps Python from caching
+# their bytecode at run time: compiled once here, they are not compiled again at every start (~50 ms).
+RUN pip install . && python -m compileall -q models training service
 
 # /artifacts is created here, owned by the app user, so a fresh named volume mounted on it is writable.
 RUN useradd --create-home --uid 10001 bnserve && mkdir /artifacts && chown bnserve:bnserve /artifacts
