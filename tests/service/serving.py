@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -22,6 +23,13 @@ def serving(model_dir: Path, **settings: Any) -> Iterator[TestClient]:
     settings.setdefault("device", "cpu")
     with TestClient(create_app(Settings(model_dir=model_dir, **settings))) as client:
         yield client
+
+
+def rows_like_training(client: TestClient, count: int, seed: int = 0) -> np.ndarray:
+    """Gives back ``count`` float32 rows spread like the training data (mean ± 3 std per feature)."""
+    std = client.get("/bn-stats").json()["input_standardization"]
+    z = np.random.default_rng(seed).uniform(-3, 3, size=(count, len(std["mean"])))
+    return (np.array(std["mean"]) + z * np.array(std["std"])).astype(np.float32)
 
 
 def manifest_of(artifact_dir: Path) -> dict[str, Any]:

@@ -10,18 +10,13 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from serving import rows_like_training
 from starlette.types import Receive, Scope, Send
 
 from service.routes.predict import prefers_float32
 
 BULK = {"accept": "application/octet-stream"}
 F32_BODY = {"content-type": "application/octet-stream"}
-
-
-def rows_like_training(client: TestClient, count: int, seed: int = 0) -> np.ndarray:
-    std = client.get("/bn-stats").json()["input_standardization"]
-    z = np.random.default_rng(seed).uniform(-3, 3, size=(count, len(std["mean"])))
-    return (np.array(std["mean"]) + z * np.array(std["std"])).astype(np.float32)
 
 
 def decoded(response: httpx.Response) -> np.ndarray:

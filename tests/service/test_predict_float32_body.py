@@ -7,14 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from serving import rows_like_training
 
 OCTET = {"content-type": "application/octet-stream"}
-
-
-def rows_like_training(client: TestClient, count: int, seed: int = 0) -> np.ndarray:
-    std = client.get("/bn-stats").json()["input_standardization"]
-    z = np.random.default_rng(seed).uniform(-3, 3, size=(count, len(std["mean"])))
-    return (np.array(std["mean"]) + z * np.array(std["std"])).astype(np.float32)
 
 
 def post_float32(client: TestClient, rows: np.ndarray) -> Any:
