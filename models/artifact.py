@@ -14,6 +14,7 @@ import hashlib
 import math
 import os
 import platform
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -45,15 +46,21 @@ from models.manifest import (
     FORMAT_VERSION,
     MANIFEST_CHECKSUM_FILE,
     MANIFEST_FILE,
+    READABLE_FORMAT_VERSIONS,
     WEIGHTS_FILE,
     BatchNormInfo,
+    BNStatistics,
     Canary,
     InputStandardization,
     Manifest,
+    ManifestV1,
     Task,
     Versions,
     WeightsInfo,
 )
+
+SERVING_FILES = (MANIFEST_FILE, MANIFEST_CHECKSUM_FILE, WEIGHTS_FILE)
+EXTRA_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass
@@ -65,6 +72,8 @@ class Artifact:
     model: nn.Sequential
     weights_sha256: str
     bn_fingerprint: str
+    batchnorm: list[BatchNormInfo]  # every BN layer in network order, derived from layers and weights
+    files: dict[str, bytes]  # the manifest's extra files (``files``), each checksum-verified
 
 
 def sha256_hex(data: bytes) -> str:
@@ -88,10 +97,19 @@ def save_artifact(
     target_name: str | None = None,
     training: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
+    bn_statistics: BNStatistics | None = None,
+    files: dict[str, bytes] | None = None,
 ) -> Path:
     """Gives back the artifact directory, written atomically: a temporary sibling directory is filled,
-    fsynced and renamed into place, so ``out_dir`` is either the old artifact or the complete new one."""
+    fsynced and renamed into place, so ``out_dir`` is either the old artifact or the complete new one.
+
+    ``files`` are extra files stored beside the weights (a training history, a graph for another runtime):
+    their SHA-256 goes into the manifest's ``files`` and ``load_artifact`` verifies them.
+    """
     out_dir = Path(out_dir)
+    extra = dict(files or {})
+    for fname in extra:
+        _check_extra_file_name(fname, out_dir)
     model = freeze(_cpu_copy(model))
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     for key, t in tensors.items():
@@ -112,21 +130,32 @@ def save_artifact(
         input_shape=input_shape or [len(feature_names)],
         layers=layers,
         input_standardization=_input_standardization(layers, tensors),
-        batchnorm=_batchnorm_info(layers, tensors),
+        bn_statistics=bn_statistics or BNStatistics(),
         bn_fingerprint=bn_fingerprint(tensors, [s.name for s in layers if isinstance(s, BatchNormSpec)]),
         weights=WeightsInfo(sha256=sha256_hex(weights)),
+        files={fname: sha256_hex(data) for fname, data in sorted(extra.items())},
         canary=Canary(inputs=canary_inputs.tolist(), outputs=canary_outputs.tolist()),
         training=training or {},
         metrics=metrics or {},
     )
     manifest_bytes = orjson.dumps(manifest.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n"
-    files = {
+    contents = {
+        **extra,
         WEIGHTS_FILE: weights,
         MANIFEST_FILE: manifest_bytes,
         MANIFEST_CHECKSUM_FILE: f"{sha256_hex(manifest_bytes)}  {MANIFEST_FILE}\n".encode(),
     }
-    _write_dir_atomically(out_dir, files)
+    _write_dir_atomically(out_dir, contents)
     return out_dir
+
+
+def _check_extra_file_name(fname: str, where: Path) -> None:
+    if not EXTRA_FILE_NAME.match(fname) or fname in SERVING_FILES:
+        raise ManifestError(
+            f"extra file name {fname!r} must be a plain file name (letters, digits, '.', '_', '-'; no "
+            f"separators) other than {', '.join(SERVING_FILES)}",
+            path=where,
+        )
 
 
 def _cpu_copy(model: nn.Module) -> nn.Sequential:
@@ -146,7 +175,9 @@ def _input_standardization(layers: list[LayerSpec], tensors: dict[str, torch.Ten
     )
 
 
-def _batchnorm_info(layers: list[LayerSpec], tensors: dict[str, torch.Tensor]) -> list[BatchNormInfo]:
+def batchnorm_info(m: Manifest, tensors: dict[str, torch.Tensor]) -> list[BatchNormInfo]:
+    """Gives back every BN layer of ``m`` in network order, its settings from ``layers`` and its
+    ``num_batches_tracked`` from the weights."""
     return [
         BatchNormInfo(
             name=s.name,
@@ -156,8 +187,9 @@ def _batchnorm_info(layers: list[LayerSpec], tensors: dict[str, torch.Tensor]) -
             eps=s.eps,
             affine=s.affine,
             num_batches_tracked=int(tensors[f"{s.name}.num_batches_tracked"]),
+            statistics=m.bn_statistics.kind,
         )
-        for s in layers
+        for s in m.layers
         if isinstance(s, BatchNormSpec)
     ]
 
@@ -231,7 +263,7 @@ def load_artifact(path: str | Path, *, device: str | torch.device = "cpu") -> Ar
                 path=p,
             )
     manifest_bytes = manifest_path.read_bytes()
-    manifest = parse_manifest(manifest_bytes, manifest_path)
+    manifest, v1_batchnorm = _read_manifest(manifest_bytes, manifest_path)
     check_manifest_consistency(manifest, manifest_path)
 
     weights_bytes = weights_path.read_bytes()
@@ -240,7 +272,8 @@ def load_artifact(path: str | Path, *, device: str | torch.device = "cpu") -> Ar
 
     model = build_network(manifest.layers)
     _check_tensors(model, tensors, weights_path)
-    _check_buffers_match_manifest(manifest, tensors, manifest_path)
+    _check_buffers_match_manifest(manifest, v1_batchnorm, tensors, manifest_path)
+    extra = _read_extra_files(manifest, path)
     model.load_state_dict(tensors, strict=True)
     freeze(model)
     _check_canary(model, manifest, path)
@@ -258,11 +291,19 @@ def load_artifact(path: str | Path, *, device: str | torch.device = "cpu") -> Ar
         model=freeze(model.to(device)),
         weights_sha256=weights_sha,
         bn_fingerprint=manifest.bn_fingerprint,
+        batchnorm=batchnorm_info(manifest, tensors),
+        files=extra,
     )
 
 
 def parse_manifest(data: bytes, where: Path) -> Manifest:
-    """Gives back the validated manifest; the format version is checked before the schema."""
+    """Gives back the validated manifest (a format 1 manifest upgraded to the format 2 view); the format
+    version is checked before the schema."""
+    return _read_manifest(data, where)[0]
+
+
+def _read_manifest(data: bytes, where: Path) -> tuple[Manifest, list[BatchNormInfo] | None]:
+    """Gives back the format 2 view of the manifest and, for format 1, the ``batchnorm`` list it stored."""
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as e:
@@ -270,14 +311,18 @@ def parse_manifest(data: bytes, where: Path) -> Manifest:
     if not isinstance(raw, dict):
         raise ManifestError(f"expected a JSON object, got {type(raw).__name__}", path=where)
     version = raw.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version not in READABLE_FORMAT_VERSIONS:
         raise UnsupportedFormatError(
             f"format_version {version!r} is not supported: this bnserve {__version__} reads format_version "
-            f"{FORMAT_VERSION}",
+            f"{' or '.join(str(v) for v in READABLE_FORMAT_VERSIONS)}",
             path=where,
         )
     try:
-        return Manifest.model_validate(raw)
+        if version == 1:
+            v1 = ManifestV1.model_validate(raw)
+            _check_v1_batchnorm(v1, where)
+            return Manifest.from_v1(v1), v1.batchnorm
+        return Manifest.model_validate(raw), None
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()[:10]
@@ -285,25 +330,8 @@ def parse_manifest(data: bytes, where: Path) -> Manifest:
         raise ManifestError(f"does not match the manifest schema: {problems}", path=where) from None
 
 
-def check_manifest_consistency(m: Manifest, where: Path) -> None:
-    """Raises ``ManifestError`` where the manifest contradicts itself."""
-    first = m.layers[0] if m.layers else None
-    if not isinstance(first, StandardizeSpec):
-        raise ManifestError("layers[0] must be the Standardize input layer", path=where)
-    n = len(m.feature_names)
-    if first.num_features != n or math.prod(m.input_shape) != n:
-        raise ManifestError(
-            f"feature count disagrees: {n} feature_names, input_shape {m.input_shape}, "
-            f"layer {first.name!r} expects {first.num_features} features",
-            path=where,
-        )
-    std = m.input_standardization
-    if std.layer != first.name or len(std.mean) != n or len(std.std) != n:
-        raise ManifestError(
-            f"input_standardization must name layer {first.name!r} and hold {n} means and stds, "
-            f"got layer {std.layer!r} with {len(std.mean)} means and {len(std.std)} stds",
-            path=where,
-        )
+def _check_v1_batchnorm(m: ManifestV1, where: Path) -> None:
+    """Raises ``ManifestError`` where a format 1 manifest's ``batchnorm`` list disagrees with its layers."""
     bn_specs = [(i, s) for i, s in enumerate(m.layers) if isinstance(s, BatchNormSpec)]
     if [s.name for _, s in bn_specs] != [b.name for b in m.batchnorm]:
         raise ManifestError(
@@ -326,6 +354,37 @@ def check_manifest_consistency(m: Manifest, where: Path) -> None:
                     f"{field}={in_layers!r}",
                     path=where,
                 )
+
+
+def check_manifest_consistency(m: Manifest, where: Path) -> None:
+    """Raises ``ManifestError`` where the manifest contradicts itself."""
+    first = m.layers[0] if m.layers else None
+    if not isinstance(first, StandardizeSpec):
+        raise ManifestError("layers[0] must be the Standardize input layer", path=where)
+    n = len(m.feature_names)
+    if first.num_features != n or math.prod(m.input_shape) != n:
+        raise ManifestError(
+            f"feature count disagrees: {n} feature_names, input_shape {m.input_shape}, "
+            f"layer {first.name!r} expects {first.num_features} features",
+            path=where,
+        )
+    std = m.input_standardization
+    if std.layer != first.name or len(std.mean) != n or len(std.std) != n:
+        raise ManifestError(
+            f"input_standardization must name layer {first.name!r} and hold {n} means and stds, "
+            f"got layer {std.layer!r} with {len(std.mean)} means and {len(std.std)} stds",
+            path=where,
+        )
+    bn_names = {s.name for s in m.layers if isinstance(s, BatchNormSpec)}
+    gap = m.bn_statistics.ema_gap
+    if gap is not None and {g.layer for g in gap} != bn_names:
+        raise ManifestError(
+            f"bn_statistics.ema_gap names layers {sorted(g.layer for g in gap)} but the BN layers are "
+            f"{sorted(bn_names)}",
+            path=where,
+        )
+    for fname in m.files:
+        _check_extra_file_name(fname, where)
     if m.task == "classification" and (not m.class_labels or len(m.class_labels) < 2):
         raise ManifestError(
             f"a classification manifest needs at least 2 class_labels, got {m.class_labels}", path=where
@@ -392,8 +451,10 @@ def _describe(t: torch.Tensor) -> str:
     return f"{str(t.dtype).removeprefix('torch.')} {list(t.shape)}"
 
 
-def _check_buffers_match_manifest(m: Manifest, tensors: dict[str, torch.Tensor], where: Path) -> None:
-    for info in m.batchnorm:
+def _check_buffers_match_manifest(
+    m: Manifest, v1_batchnorm: list[BatchNormInfo] | None, tensors: dict[str, torch.Tensor], where: Path
+) -> None:
+    for info in v1_batchnorm or ():
         tracked = int(tensors[f"{info.name}.num_batches_tracked"])
         if tracked != info.num_batches_tracked:
             raise ManifestError(
@@ -411,12 +472,30 @@ def _check_buffers_match_manifest(m: Manifest, tensors: dict[str, torch.Tensor],
             )
     if bool((tensors[f"{std.layer}.std"] <= 0).any()):
         raise ManifestError("input_standardization.std must be positive everywhere", path=where)
-    actual = bn_fingerprint(tensors, [b.name for b in m.batchnorm])
+    actual = bn_fingerprint(tensors, [s.name for s in m.layers if isinstance(s, BatchNormSpec)])
     if actual != m.bn_fingerprint:
         raise ChecksumError(
             f"bn_fingerprint is {m.bn_fingerprint} but the BN buffers in {WEIGHTS_FILE} hash to {actual}",
             path=where,
         )
+
+
+def _read_extra_files(m: Manifest, where: Path) -> dict[str, bytes]:
+    """Gives back the bytes of every file the manifest's ``files`` lists, each checked against its SHA-256."""
+    out = {}
+    for fname, sha in m.files.items():
+        p = where / fname
+        if not p.is_file() or p.is_symlink():
+            raise ArtifactNotFoundError(f"missing {fname}, which manifest.json lists in files", path=p)
+        data = p.read_bytes()
+        if sha256_hex(data) != sha:
+            raise ChecksumError(
+                f"its SHA-256 is {sha256_hex(data)} but manifest.json records {sha}: the file is corrupted "
+                "or was changed after export",
+                path=p,
+            )
+        out[fname] = data
+    return out
 
 
 def _check_canary(model: nn.Module, m: Manifest, where: Path) -> None:

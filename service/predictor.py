@@ -201,7 +201,8 @@ class Predictor:
     def bn_stats(self, *, layer: str | None = None, vectors: bool = True) -> dict[str, Any]:
         """Gives back every BN layer's frozen statistics (or one layer's), read from the unfolded network."""
         artifact = self.require_ready()
-        layers = [_bn_entry(name, bn, vectors) for name, bn in batchnorm_layers(artifact.model)]
+        kind = artifact.manifest.bn_statistics.kind
+        layers = [_bn_entry(name, bn, vectors, kind) for name, bn in batchnorm_layers(artifact.model)]
         if layer is not None:
             names = [entry["name"] for entry in layers]
             if layer not in names:
@@ -213,7 +214,8 @@ class Predictor:
             "artifact_sha256": artifact.weights_sha256,
             "fingerprint": model_bn_fingerprint(artifact.model),
             "artifact_fingerprint": artifact.bn_fingerprint,
-            "statistics": "ema",
+            "statistics": kind,
+            "bn_statistics": artifact.manifest.bn_statistics.model_dump(),
             "mode": "eval" if not training_bn_layers(artifact.model) else "train",
             "input_standardization": {
                 "layer": std.layer,
@@ -249,7 +251,8 @@ class Predictor:
             "created_at": m.created_at,
             "format_version": m.format_version,
             "versions": m.versions.model_dump(),
-            "batchnorm": [b.model_dump() for b in m.batchnorm],
+            "batchnorm": [b.model_dump() for b in artifact.batchnorm],
+            "bn_statistics": m.bn_statistics.model_dump(),
             "serving": {
                 "device": str(self.device),
                 "bn_folded": self.settings.fold_bn,
@@ -339,7 +342,7 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "max": max(values), "mean": math.fsum(values) / len(values)}
 
 
-def _bn_entry(name: str, bn: nn.Module, vectors: bool) -> dict[str, Any]:
+def _bn_entry(name: str, bn: nn.Module, vectors: bool, statistics: str) -> dict[str, Any]:
     assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
     assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
     tensors = {"running_mean": bn.running_mean, "running_var": bn.running_var}
@@ -353,7 +356,7 @@ def _bn_entry(name: str, bn: nn.Module, vectors: bool) -> dict[str, Any]:
         "momentum": bn.momentum,
         "eps": bn.eps,
         "num_batches_tracked": int(bn.num_batches_tracked),
-        "statistics": "ema",
+        "statistics": statistics,
         "training": bn.training,
         **(lists if vectors else {}),
         "summary": {key: _summary(v) for key, v in lists.items()},

@@ -89,7 +89,7 @@ def check_it_serves(url: str, artifact_dir: Path) -> None:
     assert bn_stats.status_code == 200
     assert bn_stats.json()["fingerprint"] == manifest["bn_fingerprint"]
     assert [layer["name"] for layer in bn_stats.json()["layers"]] == [
-        b["name"] for b in manifest["batchnorm"]
+        b["name"] for b in manifest["layers"] if b["type"].startswith("BatchNorm")
     ]
     assert bad.status_code == 422
     assert bad.json() == {"error": f"expected {len(row)} features, got {len(row) - 1} at row 0"}

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tiny_nets import KINDS, Trained, export, make_trained
+from tiny_nets import KINDS, Trained, downgrade_to_format_1, export, make_trained
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +28,9 @@ def exported(trained_nets: dict[str, Trained], tmp_path_factory: pytest.TempPath
 def artifact_dir(exported: dict[str, Path], tmp_path: Path) -> Path:
     """A private copy of the MLP classifier's artifact, free to tamper with."""
     return Path(shutil.copytree(exported["mlp_bn_before"], tmp_path / "mlp"))
+
+
+@pytest.fixture
+def artifact_dir_v1(exported: dict[str, Path], tmp_path: Path) -> Path:
+    """A private copy of the MLP classifier's artifact, rewritten as format 1 (bnserve 0.1.0)."""
+    return downgrade_to_format_1(Path(shutil.copytree(exported["mlp_bn_before"], tmp_path / "mlp_v1")))

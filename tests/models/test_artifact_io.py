@@ -54,14 +54,15 @@ def test_manifest_describes_the_exported_network(
     trained_nets: dict[str, Trained], exported: dict[str, Path]
 ) -> None:
     trained = trained_nets["mlp_bn_before"]
-    manifest = load_artifact(exported["mlp_bn_before"]).manifest
+    artifact = load_artifact(exported["mlp_bn_before"])
+    manifest = artifact.manifest
     state = trained.net.state_dict()
     assert manifest.format_version == FORMAT_VERSION
     assert manifest.layers == trained.layers
     assert manifest.feature_names == trained.feature_names
     assert manifest.class_labels == trained.class_labels
     assert manifest.input_standardization.mean == state["input_norm.mean"].tolist()
-    assert [(b.name, b.num_batches_tracked, b.statistics) for b in manifest.batchnorm] == [
+    assert [(b.name, b.num_batches_tracked, b.statistics) for b in artifact.batchnorm] == [
         ("bn1", 4, "ema"),
         ("bn2", 4, "ema"),
     ]
@@ -172,3 +173,32 @@ def test_manifest_is_plain_json_with_the_weights_checksum(exported: dict[str, Pa
         "file": "weights.safetensors",
         "sha256": hashlib.sha256(weights).hexdigest(),
     }
+
+
+def test_a_format_1_artifact_still_loads_with_the_same_network(
+    exported: dict[str, Path], artifact_dir_v1: Path
+) -> None:
+    old, new = load_artifact(artifact_dir_v1), load_artifact(exported["mlp_bn_before"])
+    assert (old.manifest.format_version, new.manifest.format_version) == (1, FORMAT_VERSION)
+    assert old.batchnorm == new.batchnorm
+    assert old.manifest.bn_statistics.kind == "ema" and old.files == {}
+    rows = torch.tensor(new.manifest.canary.inputs)
+    with torch.inference_mode():
+        torch.testing.assert_close(old.model(rows), new.model(rows), rtol=0, atol=0)
+
+
+def test_format_2_stores_the_bn_settings_once(exported: dict[str, Path]) -> None:
+    raw = orjson.loads((exported["cnn"] / "manifest.json").read_bytes())
+    assert raw["format_version"] == 2 and "batchnorm" not in raw
+    assert raw["bn_statistics"] == {"kind": "ema", "world_size": 1, "ema_gap": None}
+    assert raw["files"] == {}
+
+
+def test_extra_files_are_written_checksummed_and_read_back(
+    trained_nets: dict[str, Trained], tmp_path: Path
+) -> None:
+    trained = trained_nets["mlp_bn_before"]
+    out = export(trained, tmp_path / "model", files={"history.json": b'{"epochs": []}'})
+    artifact = load_artifact(out)
+    assert artifact.files == {"history.json": b'{"epochs": []}'}
+    assert artifact.manifest.files["history.json"] == hashlib.sha256(b'{"epochs": []}').hexdigest()

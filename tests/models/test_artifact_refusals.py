@@ -203,13 +203,15 @@ def test_edited_tensor_is_refused_with_what_changed_in_weights_file(
 
 def _set_eps_everywhere(m: ManifestDict) -> None:
     layer(m, "bn1")["eps"] = 0.5
-    m["batchnorm"][0]["eps"] = 0.5
+    if "batchnorm" in m:  # format 1 repeats it
+        m["batchnorm"][0]["eps"] = 0.5
 
 
 def _remove_layer(name: str) -> Callable[[ManifestDict], None]:
     def edit(m: ManifestDict) -> None:
         m["layers"].remove(layer(m, name))
-        m["batchnorm"] = [b for b in m["batchnorm"] if b["name"] != name]
+        if "batchnorm" in m:
+            m["batchnorm"] = [b for b in m["batchnorm"] if b["name"] != name]
 
     return edit
 
@@ -234,15 +236,9 @@ MANIFEST_EDITS = [
     ),
     pytest.param(
         lambda m: layer(m, "bn1").update(eps=0.5),
-        ManifestError,
-        r"manifest\.json: BN layer 'bn1': batchnorm says eps=1e-05 but layers\[2\] says eps=0\.5",
-        id="another-eps-in-layers-only",
-    ),
-    pytest.param(
-        lambda m: layer(m, "bn2").update(momentum=0.01),
-        ManifestError,
-        r"manifest\.json: BN layer 'bn2': batchnorm says momentum=0\.1 but layers\[5\] says momentum=0\.01",
-        id="another-momentum-in-layers-only",
+        CanaryMismatchError,
+        r"network rebuilt from manifest\.json and weights\.safetensors gives canary outputs",
+        id="another-eps",
     ),
     pytest.param(
         _remove_layer("act1"),
@@ -277,9 +273,9 @@ MANIFEST_EDITS = [
         id="head-wider-than-class-labels",
     ),
     pytest.param(
-        lambda m: m.update(format_version=2),
+        lambda m: m.update(format_version=3),
         UnsupportedFormatError,
-        r"manifest\.json: format_version 2 is not supported: this bnserve \S+ reads format_version 1",
+        r"manifest\.json: format_version 3 is not supported: this bnserve \S+ reads format_version 1 or 2",
         id="unknown-format-version",
     ),
     pytest.param(
@@ -301,10 +297,22 @@ MANIFEST_EDITS = [
         id="missing-field",
     ),
     pytest.param(
-        lambda m: m["batchnorm"][1].update(num_batches_tracked=5),
+        lambda m: m["files"].update({"../x": "0" * 64}),
         ManifestError,
-        r"manifest\.json: BN layer 'bn2': manifest says num_batches_tracked=5 but weights\.safetensors holds 4",
-        id="another-num-batches-tracked",
+        r"manifest\.json: extra file name '\.\./x' must be a plain file name",
+        id="extra-file-outside-the-artifact",
+    ),
+    pytest.param(
+        lambda m: m["files"].update({"history.json": "0" * 64}),
+        ArtifactNotFoundError,
+        r"history\.json: missing history\.json, which manifest\.json lists in files",
+        id="extra-file-missing",
+    ),
+    pytest.param(
+        lambda m: m["bn_statistics"].update(kind="median"),
+        ManifestError,
+        r"manifest\.json: does not match the manifest schema: bn_statistics\.kind",
+        id="unknown-statistics-kind",
     ),
     pytest.param(
         lambda m: m["input_standardization"]["std"].__setitem__(0, 2.0),
@@ -336,6 +344,57 @@ def test_edited_manifest_is_refused_with_what_changed(
     refusal(artifact_dir, error, pattern)
 
 
+FORMAT_1_EDITS = [
+    pytest.param(
+        lambda m: layer(m, "bn1").update(eps=0.5),
+        ManifestError,
+        r"manifest\.json: BN layer 'bn1': batchnorm says eps=1e-05 but layers\[2\] says eps=0\.5",
+        id="another-eps-in-layers-only",
+    ),
+    pytest.param(
+        lambda m: layer(m, "bn2").update(momentum=0.01),
+        ManifestError,
+        r"manifest\.json: BN layer 'bn2': batchnorm says momentum=0\.1 but layers\[5\] says momentum=0\.01",
+        id="another-momentum-in-layers-only",
+    ),
+    pytest.param(
+        lambda m: m["batchnorm"][1].update(num_batches_tracked=5),
+        ManifestError,
+        r"manifest\.json: BN layer 'bn2': manifest says num_batches_tracked=5 but weights\.safetensors holds 4",
+        id="another-num-batches-tracked",
+    ),
+    pytest.param(
+        lambda m: m.update(files={}),
+        ManifestError,
+        r"manifest\.json: does not match the manifest schema: files: Extra inputs are not permitted",
+        id="format-2-field-in-format-1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("edit", "error", "pattern"), FORMAT_1_EDITS)
+def test_edited_format_1_manifest_is_refused_with_what_changed(
+    artifact_dir_v1: Path, edit: Callable[[ManifestDict], None], error: type[ArtifactError], pattern: str
+) -> None:
+    edit_manifest(artifact_dir_v1, edit)
+    reseal(artifact_dir_v1)
+    refusal(artifact_dir_v1, error, pattern)
+
+
+def test_a_changed_extra_file_is_refused_naming_it(artifact_dir: Path) -> None:
+    (artifact_dir / "notes.txt").write_bytes(b"exported")
+    sha = hashlib.sha256(b"exported").hexdigest()
+    edit_manifest(artifact_dir, lambda m: m["files"].update({"notes.txt": sha}))
+    reseal(artifact_dir)
+    assert load_artifact(artifact_dir).files == {"notes.txt": b"exported"}
+    (artifact_dir / "notes.txt").write_bytes(b"edited")
+    refusal(
+        artifact_dir,
+        ChecksumError,
+        rf"notes\.txt: its SHA-256 is [0-9a-f]{{64}} but manifest\.json records {sha}",
+    )
+
+
 def test_any_manifest_edit_without_updating_manifest_sha256_is_refused(artifact_dir: Path) -> None:
     edit_manifest(artifact_dir, lambda m: m["metrics"].update(loss=0.0))
     refusal(
@@ -347,12 +406,16 @@ def test_any_manifest_edit_without_updating_manifest_sha256_is_refused(artifact_
 
 
 def test_network_changing_manifest_edit_is_named_even_when_manifest_sha256_is_stale(
-    artifact_dir: Path,
+    artifact_dir: Path, artifact_dir_v1: Path
 ) -> None:
-    edit_manifest(artifact_dir, lambda m: layer(m, "bn1").update(eps=0.5))
+    edit_manifest(artifact_dir_v1, lambda m: layer(m, "bn1").update(eps=0.5))
     refusal(
-        artifact_dir, ManifestError, r"BN layer 'bn1': batchnorm says eps=1e-05 but layers\[2\] says eps=0\.5"
+        artifact_dir_v1,
+        ManifestError,
+        r"BN layer 'bn1': batchnorm says eps=1e-05 but layers\[2\] says eps=0\.5",
     )
+    edit_manifest(artifact_dir, lambda m: layer(m, "bn1").update(eps=0.5))
+    refusal(artifact_dir, CanaryMismatchError, r"gives canary outputs of shape \[4, 3\] differing by up to")
 
 
 def test_manifest_that_is_not_json_is_refused(artifact_dir: Path) -> None:

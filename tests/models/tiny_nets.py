@@ -81,7 +81,7 @@ def make_trained(kind: str) -> Trained:
     return trained
 
 
-def export(trained: Trained, out_dir: Path) -> Path:
+def export(trained: Trained, out_dir: Path, *, files: dict[str, bytes] | None = None) -> Path:
     """Gives back the directory of ``trained``'s artifact, with its first 4 rows as canary inputs."""
     return save_artifact(
         out_dir,
@@ -96,4 +96,39 @@ def export(trained: Trained, out_dir: Path) -> Path:
         target_name="y" if trained.task == "regression" else None,
         training={"steps": 4, "optimizer": "sgd", "lr": 0.1},
         metrics={"loss": 1.0},
+        files=files,
     )
+
+
+def downgrade_to_format_1(artifact_dir: Path) -> Path:
+    """Rewrites an exported artifact in place as bnserve 0.1.0 wrote it (format 1): the BN settings repeated
+    in ``batchnorm``, no format 2 fields. Gives back ``artifact_dir``."""
+    import hashlib
+
+    import orjson
+    from safetensors.torch import load_file
+
+    path = artifact_dir / "manifest.json"
+    m = orjson.loads(path.read_bytes())
+    assert not m.pop("files"), "format 1 has no extra files"
+    m.pop("bn_statistics")
+    tensors = load_file(artifact_dir / "weights.safetensors")
+    m["batchnorm"] = [
+        {
+            "name": s["name"],
+            "kind": "1d" if s["type"] == "BatchNorm1d" else "2d",
+            "num_features": s["num_features"],
+            "momentum": s["momentum"],
+            "eps": s["eps"],
+            "affine": s["affine"],
+            "num_batches_tracked": int(tensors[f"{s['name']}.num_batches_tracked"]),
+            "statistics": "ema",
+        }
+        for s in m["layers"]
+        if s["type"] in ("BatchNorm1d", "BatchNorm2d")
+    ]
+    m["format_version"] = 1
+    data = orjson.dumps(m, option=orjson.OPT_INDENT_2) + b"\n"
+    path.write_bytes(data)
+    (artifact_dir / "manifest.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  manifest.json\n")
+    return artifact_dir

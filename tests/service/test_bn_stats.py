@@ -42,7 +42,7 @@ def test_bn_stats_lists_every_bn_layer_in_network_order_with_its_frozen_statisti
 
     stats = client.get("/bn-stats").json()
 
-    recorded = manifest_of(artifact_dir)["batchnorm"]  # the manifest's account of each BN layer
+    recorded = [b.model_dump() for b in load_artifact(artifact_dir).batchnorm]  # the artifact's account
     assert [layer["name"] for layer in stats["layers"]] == [info["name"] for info in recorded]
     assert [name for name, _ in batchnorm_layers(network)] == [info["name"] for info in recorded]
     assert stats["statistics"] == "ema"
@@ -84,6 +84,6 @@ def test_bn_stats_do_not_move_after_1000_requests_of_shifted_inputs(
     assert frozen_part(after) == frozen_part(before)
     assert after["fingerprint"] == manifest["bn_fingerprint"]
     assert [layer["num_batches_tracked"] for layer in after["layers"]] == [
-        info["num_batches_tracked"] for info in manifest["batchnorm"]
+        info.num_batches_tracked for info in load_artifact(artifact_dir).batchnorm
     ]
     assert client.post("/predict", json={"instances": probe}).json() == answer_before

@@ -20,7 +20,7 @@ from service.settings import Settings
 @pytest.fixture
 def bn_forced_into_training(monkeypatch: pytest.MonkeyPatch, breast_cancer_artifact: Path) -> str:
     """Gives back the name of the BN layer that the predictor's loader now hands back with training=True."""
-    last_bn = manifest_of(breast_cancer_artifact)["batchnorm"][-1]["name"]
+    last_bn = load_artifact(breast_cancer_artifact).batchnorm[-1].name
 
     def load_with_one_bn_training(path: Path, *, device: str | torch.device = "cpu") -> Artifact:
         artifact = load_artifact(path, device=device)

@@ -89,4 +89,4 @@ def test_exported_running_stats_equal_the_numpy_ema_of_the_training_batches(
             state[f"{name}.running_var"].double().numpy(), expected_var, rtol=1e-4, atol=1e-5
         )
         assert int(state[f"{name}.num_batches_tracked"]) == len(batches)
-    assert {b.name: b.momentum for b in artifact.manifest.batchnorm} == dict.fromkeys(bn_inputs, momentum)
+    assert {b.name: b.momentum for b in artifact.batchnorm} == dict.fromkeys(bn_inputs, momentum)

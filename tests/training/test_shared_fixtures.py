@@ -15,10 +15,11 @@ def test_the_breast_cancer_fixture_is_a_loadable_mlp_classifier(breast_cancer_ar
 
 
 def test_the_digits_fixture_is_a_loadable_cnn_on_8x8_images(digits_artifact: Path) -> None:
-    m = load_artifact(digits_artifact).manifest
+    artifact = load_artifact(digits_artifact)
+    m = artifact.manifest
 
     assert (m.input_shape, len(m.feature_names), m.training["model"]) == ([1, 8, 8], 64, "cnn")
-    assert [b.kind for b in m.batchnorm] == ["2d", "2d"]
+    assert [b.kind for b in artifact.batchnorm] == ["2d", "2d"]
 
 
 def test_the_diabetes_fixture_is_a_loadable_regressor_in_real_units(diabetes_artifact: Path) -> None:

@@ -61,7 +61,7 @@ def test_main_writes_a_loadable_artifact_and_prints_the_summary(
     artifact = load_artifact(out_dir)
     m = artifact.manifest
     assert (m.name, m.task, m.class_labels) == ("bc", "classification", ["malignant", "benign"])
-    assert {b.momentum for b in m.batchnorm} == {0.05}
+    assert {b.momentum for b in artifact.batchnorm} == {0.05}
     assert len(m.canary.inputs) == 4
     out = capsys.readouterr().out
     assert "accuracy" in out and f"{m.metrics['val_accuracy']:.4f}" in out and str(out_dir) in out
