@@ -17,6 +17,7 @@ import platform
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,12 +37,14 @@ from models.errors import (
     ArtifactNotFoundError,
     CanaryMismatchError,
     ChecksumError,
+    InputError,
     ManifestError,
     NonFiniteError,
     TensorMismatchError,
     UnsupportedFormatError,
 )
 from models.layers import BatchNormSpec, LayerSpec, LinearSpec, StandardizeSpec, build_network
+from models.preprocessing import CategoricalFeature, Encoder, Preprocessing
 from models.manifest import (
     FORMAT_VERSION,
     MANIFEST_CHECKSUM_FILE,
@@ -54,6 +57,7 @@ from models.manifest import (
     InputStandardization,
     Manifest,
     ManifestV1,
+    RawValue,
     Task,
     Versions,
     WeightsInfo,
@@ -74,6 +78,7 @@ class Artifact:
     bn_fingerprint: str
     batchnorm: list[BatchNormInfo]  # every BN layer in network order, derived from layers and weights
     files: dict[str, bytes]  # the manifest's extra files (``files``), each checksum-verified
+    encoder: Encoder | None = None  # raw rows -> the network's input, from ``preprocessing``; None: as sent
 
 
 def sha256_hex(data: bytes) -> str:
@@ -92,19 +97,22 @@ def save_artifact(
     task: Task,
     feature_names: list[str],
     class_labels: list[str] | None,
-    canary_inputs: torch.Tensor,
+    canary_inputs: torch.Tensor | Sequence[Sequence[RawValue]],
     input_shape: list[int] | None = None,
     target_name: str | None = None,
     training: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
     bn_statistics: BNStatistics | None = None,
     files: dict[str, bytes] | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> Path:
     """Gives back the artifact directory, written atomically: a temporary sibling directory is filled,
     fsynced and renamed into place, so ``out_dir`` is either the old artifact or the complete new one.
 
     ``files`` are extra files stored beside the weights (a training history, a graph for another runtime):
-    their SHA-256 goes into the manifest's ``files`` and ``load_artifact`` verifies them.
+    their SHA-256 goes into the manifest's ``files`` and ``load_artifact`` verifies them. With
+    ``preprocessing``, ``canary_inputs`` are raw rows (numbers, strings, booleans, None) in
+    ``feature_names`` order, and the canary outputs are computed through the preprocessing.
     """
     out_dir = Path(out_dir)
     extra = dict(files or {})
@@ -116,8 +124,9 @@ def save_artifact(
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise NonFiniteError(f"tensor {key!r} holds NaN or inf; refusing to export", path=out_dir)
     weights = save_safetensors(tensors, metadata={"format": "pt"})
+    canary_rows, canary_x = _canary_rows(canary_inputs, preprocessing, feature_names)
     with torch.inference_mode():
-        canary_outputs = model(canary_inputs.detach().to("cpu", torch.float32))
+        canary_outputs = model(canary_x)
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         name=name,
@@ -130,11 +139,12 @@ def save_artifact(
         input_shape=input_shape or [len(feature_names)],
         layers=layers,
         input_standardization=_input_standardization(layers, tensors),
+        preprocessing=preprocessing,
         bn_statistics=bn_statistics or BNStatistics(),
         bn_fingerprint=bn_fingerprint(tensors, [s.name for s in layers if isinstance(s, BatchNormSpec)]),
         weights=WeightsInfo(sha256=sha256_hex(weights)),
         files={fname: sha256_hex(data) for fname, data in sorted(extra.items())},
-        canary=Canary(inputs=canary_inputs.tolist(), outputs=canary_outputs.tolist()),
+        canary=Canary(inputs=canary_rows, outputs=canary_outputs.tolist()),
         training=training or {},
         metrics=metrics or {},
     )
@@ -147,6 +157,17 @@ def save_artifact(
     }
     _write_dir_atomically(out_dir, contents)
     return out_dir
+
+
+def _canary_rows(
+    inputs: torch.Tensor | Sequence[Sequence[RawValue]], pre: Preprocessing | None, feature_names: list[str]
+) -> tuple[list[list[RawValue]], torch.Tensor]:
+    """Gives back the canary rows as the manifest stores them and as the network takes them."""
+    if pre is None:
+        x = torch.as_tensor(inputs).detach().to("cpu", torch.float32)
+        return x.tolist(), x
+    rows = [list(row) for row in inputs]
+    return rows, torch.from_numpy(Encoder(pre).encode_rows(rows, feature_names))
 
 
 def _check_extra_file_name(fname: str, where: Path) -> None:
@@ -293,6 +314,7 @@ def load_artifact(path: str | Path, *, device: str | torch.device = "cpu") -> Ar
         bn_fingerprint=manifest.bn_fingerprint,
         batchnorm=batchnorm_info(manifest, tensors),
         files=extra,
+        encoder=Encoder(manifest.preprocessing) if manifest.preprocessing is not None else None,
     )
 
 
@@ -361,17 +383,20 @@ def check_manifest_consistency(m: Manifest, where: Path) -> None:
     first = m.layers[0] if m.layers else None
     if not isinstance(first, StandardizeSpec):
         raise ManifestError("layers[0] must be the Standardize input layer", path=where)
-    n = len(m.feature_names)
-    if first.num_features != n or math.prod(m.input_shape) != n:
+    n, width = len(m.feature_names), m.input_width
+    if m.preprocessing is not None:
+        _check_preprocessing(m.preprocessing, n, where)
+    if first.num_features != width or math.prod(m.input_shape) != n:
+        made = "" if m.preprocessing is None else f", preprocessing makes {width} input columns of them"
         raise ManifestError(
-            f"feature count disagrees: {n} feature_names, input_shape {m.input_shape}, "
+            f"feature count disagrees: {n} feature_names, input_shape {m.input_shape}{made}, "
             f"layer {first.name!r} expects {first.num_features} features",
             path=where,
         )
     std = m.input_standardization
-    if std.layer != first.name or len(std.mean) != n or len(std.std) != n:
+    if std.layer != first.name or len(std.mean) != width or len(std.std) != width:
         raise ManifestError(
-            f"input_standardization must name layer {first.name!r} and hold {n} means and stds, "
+            f"input_standardization must name layer {first.name!r} and hold {width} means and stds, "
             f"got layer {std.layer!r} with {len(std.mean)} means and {len(std.std)} stds",
             path=where,
         )
@@ -400,6 +425,30 @@ def check_manifest_consistency(m: Manifest, where: Path) -> None:
         )
     if len(m.canary.inputs) != len(m.canary.outputs) or any(len(r) != n for r in m.canary.inputs):
         raise ManifestError(f"canary needs as many outputs as inputs, each input with {n} values", path=where)
+    if m.preprocessing is None and any(
+        isinstance(v, bool) or not isinstance(v, float) for r in m.canary.inputs for v in r
+    ):
+        raise ManifestError("canary inputs must be numbers: only preprocessing takes text or null", path=where)
+
+
+def _check_preprocessing(pre: Preprocessing, n: int, where: Path) -> None:
+    if len(pre.features) != n:
+        raise ManifestError(
+            f"preprocessing.features must describe the {n} feature_names, got {len(pre.features)}", path=where
+        )
+    tokens = {t.strip() for t in pre.missing_tokens}
+    for j, f in enumerate(pre.features):
+        if not isinstance(f, CategoricalFeature):
+            continue
+        where_f = f"preprocessing.features[{j}]"
+        if len(f.frequencies) != len(f.categories) or len(set(f.categories)) != len(f.categories):
+            raise ManifestError(
+                f"{where_f}: categories must be distinct, with one frequency each; got {len(f.categories)} "
+                f"categories ({len(set(f.categories))} distinct) and {len(f.frequencies)} frequencies",
+                path=where,
+            )
+        if clash := sorted(tokens.intersection(f.categories)):
+            raise ManifestError(f"{where_f}: categories {clash} are missing tokens too", path=where)
 
 
 def _read_weights(data: bytes, sha: str, m: Manifest, where: Path) -> dict[str, torch.Tensor]:
@@ -498,8 +547,18 @@ def _read_extra_files(m: Manifest, where: Path) -> dict[str, bytes]:
     return out
 
 
+def canary_tensor(m: Manifest, where: Path) -> torch.Tensor:
+    """Gives back the canary rows as the network takes them: through the preprocessing when there is one."""
+    if m.preprocessing is None:
+        return torch.tensor(m.canary.inputs, dtype=torch.float32)
+    try:
+        return torch.from_numpy(Encoder(m.preprocessing).encode_rows(m.canary.inputs, m.feature_names))
+    except InputError as e:
+        raise ManifestError(f"canary inputs do not fit the preprocessing: {e}", path=where) from None
+
+
 def _check_canary(model: nn.Module, m: Manifest, where: Path) -> None:
-    inputs = torch.tensor(m.canary.inputs, dtype=torch.float32)
+    inputs = canary_tensor(m, where / MANIFEST_FILE)
     expected = torch.tensor(m.canary.outputs, dtype=torch.float32)
     try:
         with torch.inference_mode():

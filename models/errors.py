@@ -10,6 +10,8 @@ Every error names the file it is about and says what was expected and what was f
      ├── TensorMismatchError       a tensor is missing, extra, or has the wrong shape or dtype
      ├── NonFiniteError            a tensor holds NaN or +-inf
      └── CanaryMismatchError       the rebuilt network does not reproduce the outputs recorded at export
+
+    InputError (ValueError)        a raw row's value does not fit its feature's kind: row and feature named
 """
 
 from __future__ import annotations
@@ -51,3 +53,11 @@ class NonFiniteError(ArtifactError):
 
 class CanaryMismatchError(ArtifactError):
     pass
+
+
+class InputError(ValueError):
+    """A raw row cannot be encoded: the value at ``row`` of ``feature`` is not of the feature's kind."""
+
+    def __init__(self, message: str, *, row: int, feature: str) -> None:
+        self.row, self.feature = row, feature
+        super().__init__(message)
