@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from models.mlp import ACTIVATIONS, BNPosition
+from models.preprocessing import DEFAULT_MISSING_TOKENS
 from training.errors import ConfigError
 
 DATASETS = ("breast_cancer", "wine", "iris", "digits", "diabetes")  # scikit-learn ships these: no network
@@ -27,9 +28,16 @@ Task = Literal["auto", "classification", "regression"]
 class TrainConfig:
     # data
     dataset: str = "breast_cancer"  # one of DATASETS; ignored when csv is given
-    csv: str | None = None  # path to the user's own CSV file (header row, one column per feature)
-    target: str | None = None  # the CSV column to predict
-    task: Task = "auto"  # auto: built-in datasets know theirs; CSV targets follow the rule in csvfile.py
+    csv: str | None = None  # the user's own CSV or Parquet file (header row, one column per feature)
+    target: str | None = None  # the column to predict (of the file, or of the DataFrame given to train())
+    task: Task = "auto"  # auto: built-in datasets know theirs; table targets follow the rule in tabular.py
+    # tables (training/tabular.py): column types are inferred; these override them
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()  # ids, leakage
+    missing_tokens: tuple[str, ...] = DEFAULT_MISSING_TOKENS  # cells that mean "missing", spaces stripped
+    min_frequency: int = 5  # training rows a category needs for its own input; rarer ones are pooled
+    max_categories: int = 50  # per column; the rest are pooled with the rare ones
     val_fraction: float = 0.2
     seed: int = 0  # split, initialization, shuffling
     # model
@@ -60,6 +68,8 @@ class TrainConfig:
         # Tuples may arrive as lists (from JSON or a caller); the manifest and equality want one form.
         self.hidden = tuple(int(h) for h in self.hidden)
         self.channels = tuple(int(c) for c in self.channels)
+        for names in ("categorical", "numeric", "drop", "missing_tokens"):
+            setattr(self, names, tuple(str(v) for v in getattr(self, names)))
         for field, value, choices in (
             ("dataset", self.dataset, DATASETS),
             ("model", self.model, MODELS),
@@ -87,8 +97,8 @@ class TrainConfig:
         _check(0 < self.val_fraction < 1, "val_fraction must be in (0, 1)", self.val_fraction)
         _check(self.threads >= 0, "threads must be non-negative (0: PyTorch's default)", self.threads)
         _check(self.num_canaries >= 1, "num_canaries must be at least 1", self.num_canaries)
-        if self.target is not None and self.csv is None:
-            raise ConfigError(f"target {self.target!r} only applies to a CSV file: give csv as well")
+        _check(self.min_frequency >= 1, "min_frequency must be at least 1", self.min_frequency)
+        _check(self.max_categories >= 1, "max_categories must be at least 1", self.max_categories)
 
     @property
     def source_name(self) -> str:

@@ -1,22 +1,32 @@
-"""Datasets as arrays: the built-in scikit-learn sets or the user's CSV, and the train/validation split.
+"""Datasets as arrays: the built-in scikit-learn sets or the user's table, and the train/validation split.
 
 dataset = load_data(TrainConfig(dataset="wine"))
+dataset = load_data(TrainConfig(csv="churn.csv", target="churned"))   # also .parquet
+dataset = load_data(TrainConfig(target="churned"), data=frame)          # a pandas DataFrame
 train, val = split_dataset(dataset, val_fraction=0.2, seed=0)   # stratified for classification
 train.features   # (N, F) float32, raw units: standardization belongs to the model
+
+A table's features are its preprocessing's output (categories one-hot, missing values filled, missing
+indicators), learned from the training split that ``split_dataset`` gives for the same seed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from math import prod
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from training.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from models.preprocessing import Preprocessing
     from training.config import TrainConfig
+    from training.tabular import Table
 
 # Below this a validation metric means nothing and BN batches are too small to estimate a variance.
 MIN_ROWS = 10
@@ -41,12 +51,22 @@ class Dataset:
     target_name: str
     input_shape: tuple[int, ...]  # one row before flattening: (F,) for tables, (C, H, W) for images
     name: str = "dataset"
+    # A table's: raw rows -> features. feature_names are then the table's columns, not the input columns.
+    preprocessing: Preprocessing | None = None
+    table: Table | None = None  # the typed source table, for raw rows (canaries)
+    row_ids: np.ndarray | None = None  # (N,) each row's index in ``table``
 
     def __post_init__(self) -> None:
         n, f = self.features.shape
         if self.target.shape != (n,):
             raise ValueError(f"target must have shape ({n},) to match the features, got {self.target.shape}")
-        if len(self.feature_names) != f or prod(self.input_shape) != f:
+        if self.preprocessing is not None:
+            if self.preprocessing.width != f or len(self.preprocessing.features) != len(self.feature_names):
+                raise ValueError(
+                    f"{f} feature columns but preprocessing makes {self.preprocessing.width} from "
+                    f"{len(self.preprocessing.features)} features ({len(self.feature_names)} feature names)"
+                )
+        elif len(self.feature_names) != f or prod(self.input_shape) != f:
             raise ValueError(
                 f"{f} feature columns but {len(self.feature_names)} feature names and input_shape {self.input_shape}"
             )
@@ -64,15 +84,27 @@ class Dataset:
 
     def subset(self, indices: np.ndarray) -> Dataset:
         """Gives back the rows at ``indices``, in that order."""
-        return replace(self, features=self.features[indices], target=self.target[indices])
+        row_ids = self.row_ids[indices] if self.row_ids is not None else None
+        return replace(self, features=self.features[indices], target=self.target[indices], row_ids=row_ids)
+
+    def raw_rows(self, count: int) -> list[list[Any]]:
+        """Gives back the first ``count`` rows as a client sends them: a table's raw values (numbers,
+        strings, true/false, None), else the feature values."""
+        if self.table is None or self.row_ids is None:
+            return self.features[:count].tolist()
+        from training.tabular import canary_rows
+
+        assert self.preprocessing is not None
+        return canary_rows(self.table, self.preprocessing, self.row_ids[:count])
 
 
-def load_data(cfg: TrainConfig) -> Dataset:
-    """Gives back the dataset ``cfg`` names: its CSV file when given, else the built-in one."""
-    if cfg.csv is not None:
-        from training.csvfile import read_csv
-
-        return read_csv(cfg.csv, target=cfg.target, task=cfg.task)
+def load_data(cfg: TrainConfig, data: pd.DataFrame | None = None) -> Dataset:
+    """Gives back the dataset ``cfg`` names: the DataFrame ``data`` or the CSV / Parquet file when given,
+    else the built-in one. A table's schema is printed."""
+    if data is not None or cfg.csv is not None:
+        return load_table(cfg, data)
+    if cfg.target is not None:
+        raise ConfigError(f"target {cfg.target!r} only applies to your own data: give a CSV file or a DataFrame")
     dataset = load_builtin(cfg.dataset)
     if cfg.task not in ("auto", dataset.task):
         raise ConfigError(
@@ -109,36 +141,76 @@ def load_builtin(name: str) -> Dataset:
     )
 
 
+def load_table(cfg: TrainConfig, data: pd.DataFrame | None) -> Dataset:
+    """Gives back a table's dataset: typed columns, the preprocessing fitted on the training split that
+    ``split_dataset`` gives for ``cfg.seed``, every row encoded by it; prints the schema."""
+    from training.tabular import TableOptions, describe_schema, encode_table, fit_preprocessing, read_table
+
+    options = TableOptions(
+        categorical=cfg.categorical,
+        numeric=cfg.numeric,
+        drop=cfg.drop,
+        missing_tokens=cfg.missing_tokens,
+        min_frequency=cfg.min_frequency,
+        max_categories=cfg.max_categories,
+    )
+    table = read_table(data if data is not None else str(cfg.csv), target=cfg.target, task=cfg.task, options=options)
+    train_idx, _ = split_indices(table.target, table.class_labels, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    pre = fit_preprocessing(table, train_idx, options)
+    print(describe_schema(table, pre), flush=True)
+    return Dataset(
+        features=encode_table(table, pre),
+        target=table.target,
+        feature_names=table.feature_names,
+        class_labels=table.class_labels,
+        task=table.task,
+        target_name=table.target_name,
+        input_shape=(len(table.columns),),
+        name=Path(cfg.csv).stem if data is None and cfg.csv is not None else "dataframe",
+        preprocessing=pre,
+        table=table,
+        row_ids=np.arange(len(table)),
+    )
+
+
 def split_dataset(dataset: Dataset, *, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Gives back ``(train, val)``: the same rows for the same seed, stratified by class for classification.
+    """Gives back ``(train, val)``: the same rows for the same seed, stratified by class for classification."""
+    train_idx, val_idx = split_indices(
+        dataset.target, dataset.class_labels, val_fraction=val_fraction, seed=seed
+    )
+    return dataset.subset(train_idx), dataset.subset(val_idx)
+
+
+def split_indices(
+    target: np.ndarray, class_labels: list[str] | None, *, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gives back the sorted row indices ``(train, val)``: the same for the same seed and target.
 
     Each class puts ``round(count * val_fraction)`` rows (at least 1, never all) into validation, so class
     proportions match within one row; rows keep their original order within each split.
     """
-    if len(dataset) < MIN_ROWS:
-        raise DataError(f"need at least {MIN_ROWS} rows, got {len(dataset)}")
+    n = len(target)
+    if n < MIN_ROWS:
+        raise DataError(f"need at least {MIN_ROWS} rows, got {n}")
     rng = np.random.default_rng(seed)
-    if dataset.class_labels is None:
-        n = len(dataset)
+    if class_labels is None:
         order = rng.permutation(n)
         n_val = min(max(int(n * val_fraction + 0.5), 1), n - 2)
         val_idx, train_idx = order[:n_val], order[n_val:]
     else:
-        counts = np.bincount(dataset.target, minlength=len(dataset.class_labels))
-        for label, count in zip(dataset.class_labels, counts, strict=True):
+        counts = np.bincount(target, minlength=len(class_labels))
+        for label, count in zip(class_labels, counts, strict=True):
             if count == 1:
                 raise DataError(
                     f"class {label!r} has a single member; stratified split needs at least 2 per class"
                 )
         val_parts, train_parts = [], []
         for c in np.flatnonzero(counts):
-            rows = rng.permutation(np.flatnonzero(dataset.target == c))
+            rows = rng.permutation(np.flatnonzero(target == c))
             n_val = min(max(int(len(rows) * val_fraction + 0.5), 1), len(rows) - 1)
             val_parts.append(rows[:n_val])
             train_parts.append(rows[n_val:])
         val_idx, train_idx = np.concatenate(val_parts), np.concatenate(train_parts)
     if len(train_idx) < 2:
-        raise DataError(
-            f"need at least 2 training rows after the split, got {len(train_idx)} of {len(dataset)}"
-        )
-    return dataset.subset(np.sort(train_idx)), dataset.subset(np.sort(val_idx))
+        raise DataError(f"need at least 2 training rows after the split, got {len(train_idx)} of {n}")
+    return np.sort(train_idx), np.sort(val_idx)

@@ -10,7 +10,7 @@ export_artifact(cfg, model, layers, train_ds, val_ds, metrics, device="cpu")
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,15 +23,19 @@ from training.data import Dataset, load_data, split_dataset
 from training.engine import fit, resolve_device
 from training.errors import ConfigError
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def train(cfg: TrainConfig) -> Path:
-    """Gives back the directory of the artifact trained as ``cfg`` says.
+
+def train(cfg: TrainConfig, data: pd.DataFrame | None = None) -> Path:
+    """Gives back the directory of the artifact trained as ``cfg`` says, on the DataFrame ``data`` when
+    given (``cfg.target`` names its target column).
 
     Raises ``DataError`` or ``ConfigError`` before training starts, and ``TrainingDivergedError`` when
     training produces NaN/inf; in every failure nothing is written.
     """
     device = resolve_device(cfg.device)
-    dataset = load_data(cfg)
+    dataset = load_data(cfg, data)
     train_ds, val_ds = split_dataset(dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
     model, layers = build_model(cfg, train_ds)
     metrics = fit(model, train_ds, val_ds, cfg, device=device)
@@ -120,8 +124,9 @@ def export_artifact(
     device: str | torch.device,
 ) -> Path:
     """Gives back the artifact directory (``cfg.out_dir``, default ``artifacts/<name>``), written atomically."""
-    out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else Path("artifacts") / cfg.source_name
-    name = cfg.name or cfg.source_name
+    source = train.name if train.table is not None else cfg.source_name  # a DataFrame: "dataframe"
+    out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else Path("artifacts") / source
+    name = cfg.name or source
     return save_artifact(
         out_dir,
         model,
@@ -130,7 +135,8 @@ def export_artifact(
         task=train.task,
         feature_names=train.feature_names,
         class_labels=train.class_labels,
-        canary_inputs=torch.from_numpy(val.features[: cfg.num_canaries]),  # raw rows, as a client sends them
+        canary_inputs=val.raw_rows(cfg.num_canaries),  # raw rows, as a client sends them
+        preprocessing=train.preprocessing,
         input_shape=list(train.input_shape),
         target_name=train.target_name,
         training=training_record(cfg, train, val, device=device, out_dir=out_dir, name=name),
@@ -143,7 +149,7 @@ def training_record(
 ) -> dict[str, Any]:
     """Gives back the manifest's ``training`` dict: every option, with ``auto`` and defaults resolved."""
     return cfg.to_json() | {
-        "dataset": None if cfg.csv is not None else cfg.dataset,
+        "dataset": None if train.table is not None else cfg.dataset,
         "task": train.task,
         "model": model_kind(cfg, train),
         "device": str(torch.device(device)),
