@@ -149,7 +149,8 @@ class Encoder:
                 col += len(f.categories)
                 other_cols.append(col if f.other else -1)
                 col += f.other
-                missing_cols.append(col if f.missing else -1)
+                # A missing value with no <missing> column is treated as an unseen category.
+                missing_cols.append(col if f.missing else other_cols[-1])
                 col += f.missing
             else:
                 k = len(self.numeric)

@@ -222,7 +222,7 @@ def _column(s: pd.Series, name: str, options: TableOptions, where: str, row_numb
 
 
 def _number_text(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else repr(float(v))
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v))
 
 
 def _infer_text(
