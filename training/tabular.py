@@ -395,7 +395,8 @@ def describe_schema(table: Table, pre: Preprocessing) -> str:
     """Gives back the schema as printed before training: each column's type, missing share and encoding."""
     width = max(len(n) for n in [*table.feature_names, *table.dropped_columns, "column"])
     what = f"{table.task}, {len(table.class_labels)} classes" if table.class_labels else table.task
-    dropped = f"; {table.dropped_rows} rows without a target dropped" if table.dropped_rows else ""
+    n = table.dropped_rows
+    dropped = f"; {n} row{'s' * (n != 1)} without a target dropped" if n else ""
     lines = [
         f"{table.source}: {len(table)} rows{dropped}; target {table.target_name!r} ({what})",
         f"  {'column':<{width}}  {'type':<11}  {'missing':>7}  encoding (learned from the training split)",
@@ -410,7 +411,8 @@ def describe_schema(table: Table, pre: Preprocessing) -> str:
 
 def _encoding(f: Feature) -> str:
     if isinstance(f, CategoricalFeature):
-        parts = [f"one-hot, {len(f.categories)} categories"]
+        k = len(f.categories)
+        parts = [f"one-hot, {k} categor{'y' if k == 1 else 'ies'}"]
         if f.other:
             parts.append(f"{OTHER} {f.other_rate:.1%} (rare, and unseen at serving)")
         if f.missing:
