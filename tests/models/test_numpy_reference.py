@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import orjson
 import pytest
 import torch
-from tiny_nets import KINDS, Trained
 
 from models import Manifest, load_artifact
 from models.artifact import check_manifest_consistency
 from models.preprocessing import Preprocessing, encoded_names
+from tests.models.tiny_nets import KINDS, Trained
 
 ARTIFACT_MD = Path(__file__).parents[2] / "docs" / "ARTIFACT.md"
 
