@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 from fastapi import FastAPI
 
 from models import __version__
@@ -83,7 +84,7 @@ async def _publish_drift(metrics: Metrics, predictor: Predictor) -> None:
     """Multiprocess mode: keeps this worker's drift series current for scrapes that other workers answer."""
     while True:
         try:
-            await asyncio.to_thread(metrics.refresh_drift, predictor.drift)
+            await asyncio.to_thread(metrics.refresh_drift, predictor.drift, predictor.feature_drift)
         except Exception:
             log.exception("could not publish the drift series; trying again in %.0f s", DRIFT_REFRESH_S)
         await asyncio.sleep(DRIFT_REFRESH_S)
@@ -104,7 +105,8 @@ def _announce(settings: Settings, predictor: Predictor) -> None:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     url = f"http://{host}:{settings.port}"
     row = artifact.manifest.canary.inputs[0]
-    body = '{"instances": [[' + ", ".join(f"{v:.6g}" for v in row) + "]]}"
+    cells = (orjson.dumps(v).decode() if v is None or isinstance(v, str | bool) else f"{v:.6g}" for v in row)
+    body = '{"instances": [[' + ", ".join(cells) + "]]}"
     log.info(
         "bnserve ready: model %r (%s, %d features), loaded in %.2f s, serving at %s\n"
         "  curl -s %s/predict -H 'Content-Type: application/json' -d '%s'\n"

@@ -1,5 +1,9 @@
 """Turns a /predict body into a float32 array ``(B, F)``, or a 4xx error that says what and where.
 
+With an artifact's preprocessing (``encoder``), rows are raw table rows: numbers, strings for categorical
+features, true/false, null for missing values; they are encoded into the network's input (``TableRows``),
+the raw columns kept for the drift monitor. An all-numeric model still takes the fast paths below.
+
 The common case (rows as JSON arrays of numbers) takes a vectorized path: simdjson parses the numbers into
 one buffer. Anything else is decoded by orjson; rows of numbers then take one ``np.array`` call, and anything
 unusual the exact path, which walks the rows to name the first bad cell.
@@ -9,13 +13,28 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 import simdjson
 
+from models.errors import InputError
+from models.preprocessing import Encoder
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
+
+
+@dataclass
+class TableRows:
+    """Raw table rows, encoded: what the network takes and the columnar raw form it came from."""
+
+    x: np.ndarray  # (B, W) float32, the network's input
+    numbers: np.ndarray  # (B, numeric and boolean features) float64, NaN where missing
+    codes: np.ndarray  # (B, categorical features) int64 vocabulary codes (models.preprocessing)
+
+    def __len__(self) -> int:
+        return len(self.x)
 
 _MAX_DEPTH = 1024  # orjson's nesting limit
 # Below this, orjson + np.array is faster: one 30-feature row (~400 bytes) takes 3 µs there, 11 µs through
@@ -40,24 +59,18 @@ def parse_body(body: bytes) -> Any:
             raise BadRequest(f"malformed JSON body: {e}") from None
 
 
-def parse_instances(body: bytes, feature_names: list[str], *, max_rows: int) -> np.ndarray:
-    """Gives back the request's rows as a float32 array of shape (B, len(feature_names))."""
-    rows = _numeric_rows(body, len(feature_names), max_rows=max_rows)
-    if rows is not None:
-        return rows
-    payload = parse_body(body)
-    if not isinstance(payload, dict) or "instances" not in payload:
-        got = (
-            f"an object with keys {sorted(payload)}" if isinstance(payload, dict) else type(payload).__name__
-        )
-        raise Unprocessable(f'expected a JSON object {{"instances": [row, ...]}}, got {got}')
-    instances = payload["instances"]
-    if not isinstance(instances, list):
-        raise Unprocessable(f"expected 'instances' to be a list of rows, got {type(instances).__name__}")
-    if not instances:
-        raise Unprocessable("expected at least one row in 'instances', got an empty list")
-    if len(instances) > max_rows:
-        raise PayloadTooLarge(f"expected at most {max_rows} rows per request, got {len(instances)}")
+def parse_instances(
+    body: bytes, feature_names: list[str], *, max_rows: int, encoder: Encoder | None = None
+) -> np.ndarray | TableRows:
+    """Gives back the request's rows as a float32 array of shape (B, len(feature_names)), or with an
+    ``encoder`` as ``TableRows``."""
+    if encoder is None or not encoder.categorical:
+        rows = _numeric_rows(body, len(feature_names), max_rows=max_rows)
+        if rows is not None:
+            return rows if encoder is None else _encoded_numbers(encoder, rows, feature_names)
+    instances = _instances(body, max_rows=max_rows)
+    if encoder is not None:
+        return _parse_table(instances, feature_names, encoder)
     n = len(feature_names)
     if isinstance(instances[0], list) and _only_numbers_after_the_key(body):
         try:
@@ -71,9 +84,64 @@ def parse_instances(body: bytes, feature_names: list[str], *, max_rows: int) -> 
     return _parse_exactly(instances, feature_names)
 
 
-def parse_float32_rows(body: bytes, feature_names: list[str], *, max_rows: int) -> np.ndarray:
+def _encoded_numbers(encoder: Encoder, rows: np.ndarray, feature_names: list[str]) -> TableRows:
+    _check_booleans(rows, encoder, feature_names)
+    numbers = rows.astype(np.float64)
+    codes = np.empty((len(rows), 0), dtype=np.int64)
+    x = rows if encoder.numeric_only else encoder.encode(numbers, codes)
+    return TableRows(x=x, numbers=numbers, codes=codes)
+
+
+def _parse_table(instances: list[Any], feature_names: list[str], encoder: Encoder) -> TableRows:
+    n = len(feature_names)
+    index = {name: j for j, name in enumerate(feature_names)}
+    raw = []
+    for i, row in enumerate(instances):
+        if isinstance(row, dict):
+            raw.append(_row_from_object(row, i, feature_names, index))
+        elif isinstance(row, list):
+            if len(row) != n:
+                raise Unprocessable(f"expected {n} features, got {len(row)} at row {i}")
+            raw.append(row)
+        else:
+            raise Unprocessable(
+                f"expected each row to be a list of {n} values or an object keyed by feature name, "
+                f"got {type(row).__name__} at row {i}"
+            )
+    try:
+        numbers, codes = encoder.columns(raw, feature_names)
+    except InputError as e:
+        raise Unprocessable(str(e)) from None
+    return TableRows(x=encoder.encode(numbers, codes), numbers=numbers, codes=codes)
+
+
+def _instances(body: bytes, *, max_rows: int) -> list[Any]:
+    payload = parse_body(body)
+    if not isinstance(payload, dict) or "instances" not in payload:
+        got = (
+            f"an object with keys {sorted(payload)}" if isinstance(payload, dict) else type(payload).__name__
+        )
+        raise Unprocessable(f'expected a JSON object {{"instances": [row, ...]}}, got {got}')
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise Unprocessable(f"expected 'instances' to be a list of rows, got {type(instances).__name__}")
+    if not instances:
+        raise Unprocessable("expected at least one row in 'instances', got an empty list")
+    if len(instances) > max_rows:
+        raise PayloadTooLarge(f"expected at most {max_rows} rows per request, got {len(instances)}")
+    return instances
+
+
+def parse_float32_rows(
+    body: bytes, feature_names: list[str], *, max_rows: int, encoder: Encoder | None = None
+) -> np.ndarray | TableRows:
     """Gives back an ``application/octet-stream`` body, raw little-endian float32 rows in feature order
-    (row-major, no header), as an array (B, F): the bulk path, with no JSON to parse."""
+    (row-major, no header), as an array (B, F): the bulk path, with no JSON to parse. A model with
+    preprocessing takes it when all its features are numeric or boolean (1.0 / 0.0); NaN is then missing."""
+    if encoder is not None and encoder.categorical:
+        raise Unprocessable(
+            "expected JSON rows: this model has categorical features, which a float32 body cannot carry"
+        )
     n = len(feature_names)
     row_bytes = 4 * n
     if not body:
@@ -89,12 +157,25 @@ def parse_float32_rows(body: bytes, feature_names: list[str], *, max_rows: int) 
     if rows > max_rows:
         raise PayloadTooLarge(f"expected at most {max_rows} rows per request, got {rows}")
     out = np.frombuffer(body, dtype="<f4").reshape(rows, n).astype(np.float32)  # a native, writable copy
-    if not np.isfinite(out).all():
-        i, j = (int(k) for k in np.argwhere(~np.isfinite(out))[0])
+    bad = np.isinf(out) if encoder is not None else ~np.isfinite(out)
+    if bad.any():
+        i, j = (int(k) for k in np.argwhere(bad)[0])
         raise Unprocessable(
             f"expected a finite number at row {i}, column {j} ({feature_names[j]!r}), got {out[i, j]}"
         )
-    return out
+    return out if encoder is None else _encoded_numbers(encoder, out, feature_names)
+
+
+def _check_booleans(rows: np.ndarray, encoder: Encoder, feature_names: list[str]) -> None:
+    for k, j in enumerate(encoder.numeric):
+        if encoder.kinds[j] == "boolean":
+            col = rows[:, k]
+            bad = np.flatnonzero(~np.isnan(col) & (col != 0) & (col != 1))
+            if len(bad):
+                raise Unprocessable(
+                    f"expected 1.0 (true), 0.0 (false) or NaN (missing) for boolean feature {feature_names[j]!r} "
+                    f"at row {bad[0]}, got {col[bad[0]]}"
+                )
 
 
 def _numeric_rows(body: bytes, n: int, *, max_rows: int) -> np.ndarray | None:

@@ -21,15 +21,19 @@ import torch
 from torch import nn
 
 from models import Artifact, ArtifactError, load_artifact
+from models.artifact import canary_tensor
 from models.bn import batchnorm_layers, fold_batchnorm, model_bn_fingerprint, training_bn_layers
 from models.device import pick_device
+from models.preprocessing import Encoder
 from models.layers import Rescale
 from service.errors import NotReady
 from service.inference.answers import AnswerEncoder
 from service.inference.batching import MicroBatcher
+from service.inference.inputs import TableRows
 from service.inference.runtime import TorchRuntime
 from service.inference.tuning import full_float32_on_cuda, keep_freed_memory
 from service.monitoring.drift import DriftMonitor, MonitorFactory
+from service.monitoring.drift.features import FeatureDrift
 from service.settings import Settings
 
 log = logging.getLogger("bnserve")
@@ -54,6 +58,7 @@ class Predictor:
         self.batcher: MicroBatcher | None = None
         self.answers: AnswerEncoder | None = None
         self.drift: DriftMonitor | None = None
+        self.feature_drift: FeatureDrift | None = None  # categories and missing rates, with preprocessing
         self.device = torch.device("cpu")
         self.fold_max_abs_diff: float | None = None
         self.load_seconds: float | None = None
@@ -117,6 +122,11 @@ class Predictor:
         self.answers = AnswerEncoder(
             model=m.name, artifact_sha256=artifact.weights_sha256, class_labels=m.class_labels
         )
+        if drift is not None and m.preprocessing is not None:
+            s = self.settings
+            self.feature_drift = FeatureDrift(
+                m.feature_names, m.preprocessing, rows=s.drift_window, min_rows=s.drift_min_rows
+            )
         self.artifact, self.serving_model, self.drift = artifact, serving, drift
 
     def close(self) -> None:
@@ -133,12 +143,22 @@ class Predictor:
     def feature_names(self) -> list[str]:
         return self.require_ready().manifest.feature_names
 
-    async def predict(self, rows: np.ndarray) -> np.ndarray:
-        """Gives back the batch output for ``rows`` (B, F): class probabilities (B, K) or values (B, 1)."""
+    @property
+    def encoder(self) -> Encoder | None:
+        """The artifact's preprocessing, raw table rows -> the network's input; None: rows go in as sent."""
+        return self.require_ready().encoder
+
+    async def predict(self, rows: np.ndarray | TableRows) -> np.ndarray:
+        """Gives back the batch output for ``rows`` (B, F), or encoded table rows: class probabilities (B, K)
+        or values (B, 1)."""
         self.require_ready()
         assert self.batcher is not None
         if self._on_predict_rows is not None:
             self._on_predict_rows(len(rows))
+        if isinstance(rows, TableRows):
+            if self.feature_drift is not None:
+                self.feature_drift.add(rows.numbers, rows.codes)
+            rows = rows.x
         return await self.batcher.submit(rows)
 
 
@@ -146,7 +166,7 @@ def _max_abs_diff(model: nn.Module, folded: nn.Module, artifact: Artifact, devic
     """Gives back the largest difference between the two networks' outputs on the canary inputs, in the
     network's own units: before a final ``Rescale`` (regression), whose multiplication by the target's
     standard deviation would scale float32 rounding along with it."""
-    x = torch.tensor(artifact.manifest.canary.inputs, dtype=torch.float32, device=device)
+    x = canary_tensor(artifact.manifest, artifact.path).to(device)
     last = list(model.children())[-1]
     scale = last.scale if isinstance(last, Rescale) else 1.0
     with torch.inference_mode():

@@ -46,6 +46,7 @@ from prometheus_client import (
 
 from models import Artifact
 from service.monitoring.drift import DriftMonitor
+from service.monitoring.drift.features import FeatureDrift
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROW_BUCKETS = tuple(float(2**k) for k in range(14))  # 1 ... 8192
@@ -115,6 +116,20 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.feature_psi = Gauge(
+            "bnserve_feature_psi",
+            "population stability index of a categorical or boolean feature's frequencies vs training",
+            ["feature"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.feature_missing_rate = Gauge(
+            "bnserve_feature_missing_rate",
+            "share of the drift window's rows where the feature was missing",
+            ["feature"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.drift_verdict = Gauge(
             "bnserve_drift_verdict", "1 for the current drift verdict", ["verdict"], registry=r,
             multiprocess_mode="livemax",
@@ -134,8 +149,13 @@ class Metrics:
             1
         )
 
-    def refresh_drift(self, drift: DriftMonitor | None) -> None:
+    def refresh_drift(self, drift: DriftMonitor | None, features: FeatureDrift | None = None) -> None:
         """Publishes the monitor's current numbers (or the verdict disabled)."""
+        if features is not None:
+            for f in features.report()["features"]:
+                self.feature_missing_rate.labels(f["name"]).set(f["missing_rate"] or 0.0)
+                if f["psi"] is not None or f["kind"] != "numeric":
+                    self.feature_psi.labels(f["name"]).set(f["psi"] or 0.0)
         if drift is None:
             verdict = "disabled"
         else:
@@ -149,9 +169,9 @@ class Metrics:
         for v in VERDICTS:
             self.drift_verdict.labels(v).set(1.0 if v == verdict else 0.0)
 
-    def render(self, drift: DriftMonitor | None) -> bytes:
+    def render(self, drift: DriftMonitor | None, features: FeatureDrift | None = None) -> bytes:
         """Gives back every series in the text format (all workers' in multiprocess mode)."""
-        self.refresh_drift(drift)
+        self.refresh_drift(drift, features)
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from service.http.deps import PredictorDep
+from service.http.schemas import feature_infos
 from service.inference.predictor import Predictor
 
 router = APIRouter(tags=["health"])
@@ -27,6 +28,7 @@ def metadata_view(predictor: Predictor) -> dict[str, Any]:
         "name": m.name,
         "task": m.task,
         "feature_names": m.feature_names,
+        "features": [f.model_dump() for f in feature_infos(m.feature_names, m.preprocessing)],
         "class_labels": m.class_labels,
         "target_name": m.target_name,
         "input_shape": m.input_shape,

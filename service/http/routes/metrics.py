@@ -20,4 +20,4 @@ router = APIRouter(tags=["health"])
 )
 def metrics(request: Request, predictor: PredictorDep) -> Response:
     registry: Metrics = request.app.state.metrics
-    return Response(registry.render(predictor.drift), media_type=CONTENT_TYPE_LATEST)
+    return Response(registry.render(predictor.drift, predictor.feature_drift), media_type=CONTENT_TYPE_LATEST)

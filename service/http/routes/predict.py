@@ -154,7 +154,7 @@ async def _answer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
         body = await _read_body(receive, settings.max_body_bytes, declared)
     except _ClientGone:
         return 499, b"", []
-    rows = parse(body, predictor.feature_names, max_rows=settings.max_rows)
+    rows = parse(body, predictor.feature_names, max_rows=settings.max_rows, encoder=predictor.encoder)
     out = await predictor.predict(rows)
     assert predictor.answers is not None  # predict raised NotReady otherwise
     if accept and prefers_float32(accept):
