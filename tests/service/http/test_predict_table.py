@@ -1,0 +1,144 @@
+"""A model trained on a mixed CSV serves raw rows: strings for categories, null for missing values, object or
+array rows; its answers equal the numpy reference of docs/ARTIFACT.md; bad values are 4xx naming row and feature."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.mixed_table import TARGET, write_mixed_csv
+from tests.service.serving import serving
+from training import TrainConfig, train
+
+ARTIFACT_MD = Path(__file__).parents[3] / "docs" / "ARTIFACT.md"
+FEATURES = ["age", "plan", "region", "member", "income", "country"]
+ROW: dict[str, Any] = {"age": 38.5, "plan": "plus", "region": "north", "member": True, "income": 21000.0, "country": "DE"}
+
+
+@pytest.fixture(scope="module")
+def table_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("table")
+    csv_path = write_mixed_csv(root / "customers.csv")
+    cfg = TrainConfig(
+        csv=str(csv_path), target=TARGET, drop=("customer_id",), out_dir=str(root / "model"),
+        epochs=10, hidden=(32,), device="cpu", progress=False,
+    )  # fmt: skip
+    return train(cfg)
+
+
+@pytest.fixture(scope="module")
+def table_client(table_artifact: Path) -> Iterator[TestClient]:
+    with serving(table_artifact, drift_min_rows=50, drift_window=400) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def reference() -> SimpleNamespace:
+    (code,) = re.findall(r"^```python\n(.*?)^```$", ARTIFACT_MD.read_text(), flags=re.DOTALL | re.MULTILINE)
+    namespace: dict[str, object] = {"__name__": "artifact_reference"}
+    exec(compile(code, str(ARTIFACT_MD), "exec"), namespace)
+    return SimpleNamespace(**namespace)
+
+
+def probabilities(client: TestClient, rows: list[Any]) -> np.ndarray:
+    r = client.post("/predict", json={"instances": rows})
+    assert r.status_code == 200, r.text
+    return np.array([[p["probabilities"][c] for c in ("no", "yes")] for p in r.json()["predictions"]])
+
+
+def row(**changes: Any) -> dict[str, Any]:
+    return ROW | changes
+
+
+def test_object_and_array_rows_get_the_numpy_reference_answers(
+    table_client: TestClient, table_artifact: Path, reference: SimpleNamespace
+) -> None:
+    rows = [row(), row(plan="basic", member=False), row(age=None, plan=None, member=None, income="NA"),
+            row(plan="  pro ", region="?", member="no")]  # fmt: skip
+    manifest, tensors = reference.load(table_artifact)
+    _, expected = reference.predict(manifest, reference.forward(manifest, tensors, [[r[f] for f in FEATURES] for r in rows]))
+    got_objects = probabilities(table_client, rows)
+    got_arrays = probabilities(table_client, [[r[f] for f in FEATURES] for r in rows])
+    np.testing.assert_allclose(got_objects, expected, atol=1e-5)
+    np.testing.assert_array_equal(got_objects, got_arrays)
+
+
+def test_an_unseen_category_is_answered_as_the_pooled_rare_categories(table_client: TestClient) -> None:
+    unseen, pooled, known = probabilities(table_client, [row(plan="enterprise"), row(plan="legacy"), row(plan="pro")])
+    np.testing.assert_allclose(unseen, pooled, rtol=0, atol=1e-6)  # both go to plan=<other>
+    assert np.abs(unseen - known).max() > 1e-3
+
+
+def test_a_missing_value_is_answered_with_the_training_fill_and_its_indicator(
+    table_client: TestClient, table_artifact: Path, reference: SimpleNamespace
+) -> None:
+    manifest, _ = reference.load(table_artifact)
+    median = manifest["preprocessing"]["features"][0]["fill"]
+    missing, at_median = probabilities(table_client, [row(age=None), row(age=median)])
+    assert np.abs(missing - at_median).max() > 1e-4  # the indicator column tells them apart
+    np.testing.assert_allclose(missing, probabilities(table_client, [row(age="NA")])[0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (row(plan=3), r"expected a category \(a string, or null when missing\) for categorical feature 'plan' at row 1, got the number 3"),
+        (row(age="old"), r"expected a number \(or null when missing\) for numeric feature 'age' at row 1, got the string 'old'"),
+        (row(member="maybe"), r"expected true or false .* for boolean feature 'member' at row 1, got the string 'maybe'"),
+        (row(colour="red"), r"unknown feature 'colour' at row 1"),
+        ({k: v for k, v in ROW.items() if k != "region"}, r"missing feature 'region' at row 1"),
+        ([1.0, "plus"], r"expected 6 features, got 2 at row 1"),
+    ],
+)  # fmt: skip
+def test_a_value_of_the_wrong_kind_is_a_422_naming_the_row_and_the_feature(
+    table_client: TestClient, bad: Any, message: str
+) -> None:
+    r = table_client.post("/predict", json={"instances": [ROW, bad]})
+    assert r.status_code == 422
+    assert re.search(message, r.json()["error"]), r.json()["error"]
+
+
+def test_a_float32_body_is_refused_for_a_model_with_categories(table_client: TestClient) -> None:
+    body = np.zeros((1, 6), dtype="<f4").tobytes()
+    r = table_client.post("/predict", content=body, headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 422 and "categorical features" in r.json()["error"]
+
+
+def test_metadata_lists_each_feature_with_its_type_categories_and_missing_handling(table_client: TestClient) -> None:
+    features = {f["name"]: f for f in table_client.get("/metadata").json()["features"]}
+    assert [features[n]["type"] for n in FEATURES] == [
+        "numeric", "categorical", "categorical", "boolean", "numeric", "categorical",
+    ]  # fmt: skip
+    plan = features["plan"]
+    assert sorted(plan["categories"]) == ["basic", "plus", "pro", "team"]
+    assert "plan=<other>" in plan["unseen"] and "plan=<missing>" in plan["missing"]
+    assert "training median" in features["age"]["missing"] and "age:missing" in features["age"]["missing"]
+    assert features["country"]["input_columns"] == ["country=DE"]
+
+
+def test_drift_reports_category_frequencies_and_missing_rates_against_training(table_client: TestClient) -> None:
+    table_client.post("/drift/reset")
+    regions = ["north", "south", "east", "west"] * 25
+    like_training = [row(plan=p, region=r, member=m) for p, r, m in zip(["basic", "plus", "pro", "team"] * 25, regions[1:] + regions[:1], [True, False] * 50, strict=True)]
+    table_client.post("/predict", json={"instances": like_training})
+    before = {f["name"]: f for f in table_client.get("/drift").json()["raw_features"]["features"]}
+    table_client.post("/drift/reset")
+    shifted = [row(plan="enterprise", age=None, region=r) for r in regions]  # unseen plans, age always missing
+    table_client.post("/predict", json={"instances": shifted})
+    report = table_client.get("/drift").json()
+    after = {f["name"]: f for f in report["raw_features"]["features"]}
+    assert before["plan"]["verdict"] == "ok" and before["plan"]["psi"] < 0.25 < after["plan"]["psi"]
+    assert after["plan"]["verdict"] == "drift" and after["plan"]["frequencies"]["<other>"]["live"] == 1.0
+    assert after["age"]["missing_rate"] == 1.0 and after["age"]["verdict"] == "drift"
+    assert after["region"]["verdict"] == "ok"
+    assert report["verdict"] == "drift" and report["alert"] is True
+    metrics = table_client.get("/metrics").text
+    assert re.search(r'bnserve_feature_psi\{feature="plan"\} [0-9.]+', metrics)
+    assert 'bnserve_feature_missing_rate{feature="age"} 1.0' in metrics
