@@ -62,9 +62,27 @@ class TableOptions:
 
 @dataclass
 class Column:
+    """One typed feature column. Text is kept factorized: each distinct value once, rows as codes."""
+
     name: str
     kind: Kind
-    values: np.ndarray  # numeric, boolean: (N,) float64, NaN where missing; categorical: (N,) object, None
+    numbers: np.ndarray | None = None  # numeric, boolean: (N,) float64, NaN where missing
+    codes: np.ndarray | None = None  # categorical: (N,) int64 index into ``levels``, -1 where missing
+    levels: np.ndarray | None = None  # categorical: (L,) object, the distinct values (stripped strings)
+
+    @property
+    def values(self) -> np.ndarray:
+        """(N,) float64 with NaN, or for a categorical column object strings with None, where missing."""
+        if self.numbers is not None:
+            return self.numbers
+        assert self.codes is not None and self.levels is not None
+        return np.append(self.levels, None)[self.codes]  # code -1: the appended None
+
+    def take(self, rows: np.ndarray) -> Column:
+        if self.numbers is not None:
+            return Column(self.name, self.kind, numbers=self.numbers[rows])
+        assert self.codes is not None
+        return Column(self.name, self.kind, codes=self.codes[rows], levels=self.levels)
 
 
 @dataclass
@@ -92,7 +110,7 @@ class Table:
         """Gives back rows as a client would send them: numbers, true/false, strings, None where missing."""
         out: list[list[Any]] = [[] for _ in rows]
         for c in self.columns:
-            for r, v in zip(out, c.values[rows], strict=True):
+            for r, v in zip(out, c.take(rows).values, strict=True):
                 if c.kind == "categorical":
                     r.append(v)
                 elif np.isnan(v):
@@ -115,8 +133,7 @@ def read_table(
     """Gives back the typed table; raises ``DataError`` naming the column, the row and what was found."""
     options = options or TableOptions()
     if isinstance(source, pd.DataFrame):
-        frame, where = source, "DataFrame"
-        frame = frame.rename(columns=str)
+        frame, where = source.rename(columns=str), "DataFrame"
     else:
         where = str(source)
         frame = read_file(source, missing_tokens=options.missing_tokens, text_columns=options.categorical)
@@ -126,7 +143,11 @@ def read_table(
         raise DataError(f"{where}: give the target column to predict (--target); columns are {header}")
     if target not in header:
         raise DataError(f"{where}: target column {target!r} not found; columns are {header}")
-    for flag, names in (("--categorical", options.categorical), ("--numeric", options.numeric), ("--drop", options.drop)):
+    for flag, names in (
+        ("--categorical", options.categorical),
+        ("--numeric", options.numeric),
+        ("--drop", options.drop),
+    ):
         unknown = [n for n in names if n not in header]
         if unknown:
             raise DataError(f"{where}: {flag} names column {unknown[0]!r}, which is not in {header}")
@@ -136,8 +157,8 @@ def read_table(
     if both:
         raise DataError(f"{where}: column {both[0]!r} is given both --categorical and --numeric")
     missing = set(options.missing_tokens)
-    target_text, target_numbers = _target_cells(frame[target], missing)
-    present = ~pd.isna(target_text) if target_numbers is None else ~np.isnan(target_numbers)
+    y_codes, y_levels, y_numbers = _target_cells(frame[target], missing)
+    present = y_codes >= 0 if y_codes is not None else ~np.isnan(y_numbers)  # type: ignore[arg-type]
     if not present.any():
         raise DataError(f"{where}: target column {target!r} is entirely missing ({len(frame)} rows, none with a value)")
     keep = np.flatnonzero(present)
@@ -150,15 +171,19 @@ def read_table(
     features = [n for n in header if n != target and n not in options.drop]
     if not features:
         raise DataError(f"{where}: need at least one feature column besides the target {target!r}")
-    columns = [_column(frame[n].iloc[keep], n, options, where, row_numbers) for n in features]
-    y, labels, resolved = _target(
-        None if target_numbers is None else target_numbers[keep],
-        None if target_text is None else np.asarray(target_text)[keep],
-        target,
-        task,
-        where,
-        row_numbers,
-    )
+    everything = len(keep) == len(frame)
+    columns = []
+    for name in features:
+        column = _column(frame[name], name, options, where)
+        column = column if everything else column.take(keep)
+        _check_column(column, frame[name], where, row_numbers, keep, options)
+        columns.append(column)
+    if y_codes is not None:
+        assert y_levels is not None
+        y, labels, resolved = _text_target(y_codes[keep], y_levels, target, task, where, row_numbers)
+    else:
+        assert y_numbers is not None
+        y, labels, resolved = _target(y_numbers[keep], None, target, task, where, row_numbers)
     return Table(
         source=where,
         columns=columns,
@@ -172,159 +197,183 @@ def read_table(
     )
 
 
-def _target_cells(s: pd.Series, missing: set[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Gives back ``(text, None)`` for a text target (object array, None where missing) or ``(None, numbers)``."""
-    if pd.api.types.is_bool_dtype(s.dtype):
-        return np.where(s.to_numpy(), "true", "false").astype(object), None
-    if pd.api.types.is_numeric_dtype(s.dtype):
-        return None, s.to_numpy(dtype=np.float64, na_value=np.nan)
-    return _text(s, missing), None
+def factorize_text(s: pd.Series, missing: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Gives back ``(codes, levels)``: each row's index into the distinct stripped strings, -1 where missing
+    (null, or a missing token once stripped). Work on the distinct values, not the rows, keeps a 100,000-row
+    column to one hashing pass."""
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    stripped = np.array([_cell_text(u).strip() for u in uniques], dtype=object)
+    stripped[np.isin(stripped, list(missing))] = None
+    merged, levels = pd.factorize(pd.Series(stripped, dtype=object), use_na_sentinel=True)
+    lookup = np.append(merged, -1)  # code -1 (null) stays -1
+    return lookup[codes].astype(np.int64), np.asarray(levels, dtype=object)
 
 
-def _text(s: pd.Series, missing: set[str]) -> np.ndarray:
-    """Gives back the cells as an object array of stripped strings, None where missing."""
-    text = s.astype("str").str.strip()  # a Python bool (pyarrow's bool with nulls) becomes "True"
-    text = text.mask(s.isna() | text.isin(missing))
-    return text.to_numpy(dtype=object, na_value=None)
+def _cell_text(v: Any) -> str:
+    if isinstance(v, float | np.floating):  # a DataFrame's floats read as categories: 3.0 is "3"
+        return _number_text(float(v))
+    return str(v)  # a Python bool (pyarrow's bool column with nulls) becomes "True"
 
 
-def _column(s: pd.Series, name: str, options: TableOptions, where: str, row_numbers: np.ndarray) -> Column:
+def _target_cells(
+    s: pd.Series, missing: set[str]
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Gives back ``(codes, levels, None)`` for a text target or ``(None, None, numbers)``."""
+    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        return None, None, s.to_numpy(dtype=np.float64, na_value=np.nan)
+    codes, levels = factorize_text(s, missing)
+    return codes, levels, None
+
+
+def _column(s: pd.Series, name: str, options: TableOptions, where: str) -> Column:
     missing = set(options.missing_tokens)
     dtype = s.dtype
     if name in options.categorical:
-        if pd.api.types.is_float_dtype(dtype):  # a DataFrame's floats: 3.0 is the category "3"
-            s = pd.Series([None if np.isnan(v) else _number_text(v) for v in s.to_numpy(np.float64)], dtype=object)
-        values = _text(s, missing)
-        kind: Kind = "categorical"
-    elif pd.api.types.is_bool_dtype(dtype):
-        values, kind = s.to_numpy(dtype=np.float64, na_value=np.nan), "boolean"
-    elif pd.api.types.is_numeric_dtype(dtype):
-        values, kind = s.to_numpy(dtype=np.float64, na_value=np.nan), "numeric"
-    elif pd.api.types.is_datetime64_any_dtype(dtype) or isinstance(dtype, pd.PeriodDtype):
+        codes, levels = factorize_text(s, missing)
+        return Column(name, "categorical", codes=codes, levels=levels)
+    if pd.api.types.is_bool_dtype(dtype):
+        return Column(name, "boolean", numbers=s.to_numpy(dtype=np.float64, na_value=np.nan))
+    if pd.api.types.is_numeric_dtype(dtype):
+        return Column(name, "numeric", numbers=s.to_numpy(dtype=np.float64, na_value=np.nan))
+    if pd.api.types.is_datetime64_any_dtype(dtype) or isinstance(dtype, pd.PeriodDtype):
         raise DataError(
             f"{where}: column {name!r} holds dates ({dtype}); turn them into numbers (e.g. days since an epoch) "
             f"or text, or leave the column out with --drop {name}"
         )
-    else:
-        text = _text(s, missing)
-        kind, values = _infer_text(text, name, options, where, row_numbers)
-    present = ~pd.isna(values)
-    if not present.any():
-        raise DataError(
-            f"{where}: column {name!r} is entirely missing ({len(values)} rows, none with a value); leave it "
-            f"out with --drop {name}"
-        )
-    if kind != "categorical":
-        _check_finite(values, s, name, where, row_numbers)
-    else:
-        _check_cardinality(values, name, options, where)
-    return Column(name=name, kind=kind, values=values)
+    codes, levels = factorize_text(s, missing)
+    return _infer_text(codes, levels, name, options)
 
 
 def _number_text(v: float) -> str:
     return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v))
 
 
-def _infer_text(
-    text: np.ndarray, name: str, options: TableOptions, where: str, row_numbers: np.ndarray
-) -> tuple[Kind, np.ndarray]:
-    present = ~pd.isna(text)
-    numbers = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
-    not_numbers = present & np.isnan(numbers) & (text != "nan") & (text != "NaN")
-    if not not_numbers.any():
-        return "numeric", numbers
-    bad = int(np.flatnonzero(not_numbers)[0])
-    if name in options.numeric:
-        raise DataError(
-            f"{where}: feature column {name!r} is not numeric (row {row_numbers[bad]}: {text[bad]!r}) {ROWS_NOTE}"
-        )
-    count = int(present.sum())
-    if 1 - not_numbers.sum() / count >= LOOKS_NUMERIC:
-        raise DataError(
-            f"{where}: feature column {name!r} is not numeric (row {row_numbers[bad]}: {text[bad]!r}), though "
-            f"{count - int(not_numbers.sum())} of its {count} values are numbers; if {text[bad]!r} means missing, "
-            f"add it to --missing-tokens, if the column is categorical, say --categorical {name} {ROWS_NOTE}"
-        )
-    lower = pd.Series(text[present], dtype=object).str.lower()
-    is_true, is_false = lower.isin(TRUE_TOKENS).to_numpy(), lower.isin(FALSE_TOKENS).to_numpy()
+def _level_numbers(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gives back each level as a number (NaN where it is none) and whether it is no number."""
+    numbers = pd.to_numeric(pd.Series(levels, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    return numbers, np.isnan(numbers) & ~np.isin(levels, ["nan", "NaN"])
+
+
+def _infer_text(codes: np.ndarray, levels: np.ndarray, name: str, options: TableOptions) -> Column:
+    """Gives back a text column typed: numeric when every value reads as a number, boolean when every
+    value is a true/false token, categorical otherwise (``_check_column`` refuses what looks numeric)."""
+    numbers, not_numbers = _level_numbers(levels)
+    if not not_numbers.any() or name in options.numeric:
+        return Column(name, "numeric", numbers=np.append(numbers, np.nan)[codes], levels=levels, codes=codes)
+    lower = np.array([v.lower() for v in levels], dtype=object)
+    is_true, is_false = np.isin(lower, TRUE_TOKENS), np.isin(lower, FALSE_TOKENS)
     if (is_true | is_false).all():
-        values = np.full(len(text), np.nan)
-        values[np.flatnonzero(present)] = is_true.astype(np.float64)
-        return "boolean", values
-    return "categorical", text
+        flag = np.append(np.where(is_true, 1.0, 0.0), np.nan)[codes]
+        return Column(name, "boolean", numbers=flag)
+    return Column(name, "categorical", codes=codes, levels=levels)
 
 
-def _check_finite(values: np.ndarray, s: pd.Series, name: str, where: str, row_numbers: np.ndarray) -> None:
+def _check_column(
+    c: Column, s: pd.Series, where: str, row_numbers: np.ndarray, keep: np.ndarray, options: TableOptions
+) -> None:
+    """Raises ``DataError`` for a column that cannot be learned from: entirely missing, not the numbers it
+    should be, a number beyond float32, more categories than the rows allow."""
+    name = c.name
+    present = c.codes >= 0 if c.codes is not None else ~np.isnan(c.values)
+    if not present.any():
+        raise DataError(
+            f"{where}: column {name!r} is entirely missing ({len(present)} rows, none with a value); leave it "
+            f"out with --drop {name}"
+        )
+    if c.kind == "numeric" and c.levels is not None:  # from text: say which cell is no number
+        assert c.codes is not None
+        _, not_numbers = _level_numbers(c.levels)
+        bad_rows = np.flatnonzero((c.codes >= 0) & np.append(not_numbers, False)[c.codes])
+        if len(bad_rows):
+            bad = int(bad_rows[0])
+            raise DataError(
+                f"{where}: feature column {name!r} is not numeric (row {row_numbers[bad]}: "
+                f"{c.levels[c.codes[bad]]!r}) {ROWS_NOTE}"
+            )
+    if c.kind == "categorical":
+        assert c.codes is not None and c.levels is not None
+        _, not_numbers = _level_numbers(c.levels)
+        counts = np.bincount(c.codes[c.codes >= 0], minlength=len(c.levels))
+        text_rows = int(counts[not_numbers].sum())
+        count = int(counts.sum())
+        if name not in options.categorical and 1 - text_rows / count >= LOOKS_NUMERIC:
+            bad = int(np.flatnonzero((c.codes >= 0) & np.append(not_numbers, False)[c.codes])[0])
+            raise DataError(
+                f"{where}: feature column {name!r} is not numeric (row {row_numbers[bad]}: "
+                f"{c.levels[c.codes[bad]]!r}), though {count - text_rows} of its {count} values are numbers; if "
+                f"{c.levels[c.codes[bad]]!r} means missing, add it to --missing-tokens, if the column is "
+                f"categorical, say --categorical {name} {ROWS_NOTE}"
+            )
+        distinct = int((counts > 0).sum())
+        if distinct > len(c.codes) // 2:
+            raise DataError(
+                f"{where}: categorical column {name!r} has {distinct} distinct values in {len(c.codes)} rows, more "
+                f"than half the rows allow: a category needs rows to learn from. If it is an id, leave it out "
+                f"with --drop {name}; if it is a number, say --numeric {name}"
+            )
+        return
+    assert c.numbers is not None
     with np.errstate(over="ignore", invalid="ignore"):
-        as32 = values.astype(np.float32)
-    bad = np.flatnonzero(np.isinf(as32))
-    if len(bad):
-        raw = s.iloc[bad[0]]
-        raw = raw.strip() if isinstance(raw, str) else _number_text(raw) if np.isfinite(raw) else str(raw)
-        raise DataError(
-            f"{where}: column {name!r} row {row_numbers[bad[0]]}: {raw!r} is not a finite float32 number {ROWS_NOTE}"
-        )
+        inf = np.flatnonzero(np.isinf(c.numbers.astype(np.float32)))
+    if len(inf):
+        i = int(inf[0])
+        if c.levels is not None and c.codes is not None:
+            raw = str(c.levels[c.codes[i]])
+        else:
+            v = float(c.numbers[i])
+            raw = _number_text(v) if np.isfinite(v) else str(v)
+        raise DataError(f"{where}: column {name!r} row {row_numbers[i]}: {raw!r} is not a finite float32 number {ROWS_NOTE}")
 
 
-def _check_cardinality(values: np.ndarray, name: str, options: TableOptions, where: str) -> None:
-    distinct = pd.Series(values, dtype=object).nunique(dropna=True)
-    if distinct > len(values) // 2:
+def _text_target(
+    codes: np.ndarray, levels: np.ndarray, name: str, task: str, where: str, row_numbers: np.ndarray
+) -> tuple[np.ndarray, list[str] | None, Literal["classification", "regression"]]:
+    numbers, not_numbers = _level_numbers(levels)
+    if not not_numbers.any():
+        return _target(np.append(numbers, np.nan)[codes], np.append(levels, None)[codes], name, task, where, row_numbers)
+    if task == "regression":
+        bad = int(np.flatnonzero(np.append(not_numbers, False)[codes])[0])
         raise DataError(
-            f"{where}: categorical column {name!r} has {distinct} distinct values in {len(values)} rows, more than "
-            f"half the rows allow: a category needs rows to learn from. If it is an id, leave it out with "
-            f"--drop {name}; if it is a number, say --numeric {name}"
+            f"{where}: target column {name!r} is not numeric (row {row_numbers[bad]}: {levels[codes[bad]]!r}), so "
+            f"it cannot be a regression target; use task classification {ROWS_NOTE}"
         )
+    used = np.flatnonzero(np.bincount(codes, minlength=len(levels)))
+    order = sorted(used, key=lambda k: _label_key(str(levels[k])))
+    rank = np.full(len(levels), -1, dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    labels = [str(levels[k]) for k in order]
+    if len(labels) < 2:
+        raise DataError(f"{where}: target column {name!r} has a single class {labels[0]!r}; classification needs 2")
+    return rank[codes], labels, "classification"
 
 
 def _target(
-    numbers: np.ndarray | None, text: np.ndarray | None, name: str, task: str, where: str, row_numbers: np.ndarray
+    numbers: np.ndarray, text: np.ndarray | None, name: str, task: str, where: str, row_numbers: np.ndarray
 ) -> tuple[np.ndarray, list[str] | None, Literal["classification", "regression"]]:
-    """Gives back ``(target, class_labels, task)``: class indices and labels, or float32 values and None.
+    """Gives back ``(target, class_labels, task)`` of a numeric target: class indices and labels, or float32
+    values and None.
 
     With ``task="auto"`` the target is a classification target when any value is non-numeric, or when every
     value is an integer and there are at most ``MAX_AUTO_CLASSES`` distinct values; otherwise regression.
     Class labels are strings, sorted: numeric-looking labels by value, first, then the rest.
     """
-    bad = -1
-    if numbers is None:
-        assert text is not None
-        parsed = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
-        nan = np.isnan(parsed) & (text != "nan") & (text != "NaN")
-        if nan.any():
-            bad = int(np.flatnonzero(nan)[0])
-        else:
-            numbers = parsed
     if task == "auto":
-        integral = numbers is not None and bool(np.all(np.isfinite(numbers) & (numbers == np.round(numbers))))
-        few = numbers is not None and len(np.unique(numbers)) <= MAX_AUTO_CLASSES
-        task = "classification" if numbers is None or (integral and few) else "regression"
+        integral = bool(np.all(np.isfinite(numbers) & (numbers == np.round(numbers))))
+        task = "classification" if integral and len(np.unique(numbers)) <= MAX_AUTO_CLASSES else "regression"
     if task == "regression":
-        if numbers is None:
-            assert text is not None
-            raise DataError(
-                f"{where}: target column {name!r} is not numeric (row {row_numbers[bad]}: {text[bad]!r}), so it "
-                f"cannot be a regression target; use task classification {ROWS_NOTE}"
-            )
         with np.errstate(over="ignore"):
             y = numbers.astype(np.float32)
         inf = np.flatnonzero(~np.isfinite(y))
         if len(inf):
-            shown = text[inf[0]] if text is not None else _number_text(numbers[inf[0]]) if np.isfinite(numbers[inf[0]]) else str(numbers[inf[0]])
+            v = float(numbers[inf[0]])
+            shown = text[inf[0]] if text is not None else _number_text(v) if np.isfinite(v) else str(v)
             raise DataError(
                 f"{where}: column {name!r} row {row_numbers[inf[0]]}: {shown!r} is not a finite float32 number {ROWS_NOTE}"
             )
         return y, None, "regression"
-    if numbers is not None:
-        # Numbers name classes by value, so "1" and "1.0" are one class labelled "1".
-        uniques, index = np.unique(numbers, return_inverse=True)
-        labels = [_number_text(v) for v in uniques]
-    else:
-        assert text is not None
-        uniques, index = np.unique(text.astype(str), return_inverse=True)
-        order = sorted(range(len(uniques)), key=lambda k: _label_key(str(uniques[k])))
-        rank = np.empty(len(order), dtype=np.int64)
-        rank[order] = np.arange(len(order))
-        labels, index = [str(uniques[k]) for k in order], rank[index]
+    # Numbers name classes by value, so "1" and "1.0" are one class labelled "1".
+    uniques, index = np.unique(numbers, return_inverse=True)
+    labels = [_number_text(v) for v in uniques]
     if len(labels) < 2:
         raise DataError(f"{where}: target column {name!r} has a single class {labels[0]!r}; classification needs 2")
     return index.astype(np.int64), labels, "classification"
@@ -344,41 +393,47 @@ def fit_preprocessing(table: Table, train_rows: np.ndarray, options: TableOption
     """Gives back the preprocessing learned from the rows ``train_rows`` of ``table`` (the training split)."""
     return Preprocessing(
         missing_tokens=list(options.missing_tokens),
-        features=[_fit_feature(c.kind, c.values[train_rows], options) for c in table.columns],
+        features=[_fit_feature(c, train_rows, options) for c in table.columns],
     )
 
 
-def _fit_feature(kind: Kind, values: np.ndarray, options: TableOptions) -> Feature:
-    n = len(values)
-    if kind == "categorical":
-        present = values[~pd.isna(values)]
-        counts = pd.Series(present, dtype=object).value_counts()
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))  # ties by name: the same every run
-        kept = [(c, k) for c, k in ranked[: options.max_categories] if k >= options.min_frequency] or ranked[:1]
+def _fit_feature(c: Column, rows: np.ndarray, options: TableOptions) -> Feature:
+    n = len(rows)
+    if c.kind == "categorical":
+        assert c.codes is not None and c.levels is not None
+        codes = c.codes[rows]
+        counts = np.bincount(codes[codes >= 0], minlength=len(c.levels))
+        ranked = sorted(
+            ((str(c.levels[k]), int(counts[k])) for k in np.flatnonzero(counts)), key=lambda kv: (-kv[1], kv[0])
+        )  # ties by name: the same every run
+        kept = [(v, k) for v, k in ranked[: options.max_categories] if k >= options.min_frequency] or ranked[:1]
+        present = int(counts.sum())
         return CategoricalFeature(
-            categories=[str(c) for c, _ in kept],
+            categories=[v for v, _ in kept],
             frequencies=[k / n for _, k in kept],
-            other_rate=(len(present) - sum(k for _, k in kept)) / n,
-            missing_rate=(n - len(present)) / n,
+            other_rate=(present - sum(k for _, k in kept)) / n,
+            missing_rate=(n - present) / n,
         )
+    assert c.numbers is not None
+    values = c.numbers[rows]
     missing = np.isnan(values)
     present = values[~missing]
     fill = float(np.median(present)) if len(present) else 0.0
     rate = float(missing.mean())
-    if kind == "boolean":
+    if c.kind == "boolean":
         return BooleanFeature(fill=fill, true_rate=float((present == 1).sum() / n), missing_rate=rate)
     return NumericFeature(fill=fill, missing_rate=rate)
 
 
 def columnar(table: Table, pre: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     """Gives back the table in the Encoder's columnar form ``(numbers, codes)`` for ``pre``."""
-    numbers = [c.values for c in table.columns if c.kind != "categorical"]
+    numbers = [c.numbers for c in table.columns if c.numbers is not None]
     codes = []
     for c, f in zip(table.columns, pre.features, strict=True):
         if isinstance(f, CategoricalFeature):
-            code = pd.Index(f.categories).get_indexer(c.values)  # -1 (UNSEEN) for pooled and for None
-            code[pd.isna(c.values)] = ABSENT
-            codes.append(code)
+            assert c.codes is not None and c.levels is not None
+            vocabulary = np.append(pd.Index(f.categories).get_indexer(c.levels), ABSENT)  # -1: UNSEEN (pooled)
+            codes.append(vocabulary[c.codes])  # code -1 (missing): the appended ABSENT
     n = len(table)
     return (
         np.stack(numbers, axis=1) if numbers else np.empty((n, 0)),
