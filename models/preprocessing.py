@@ -179,7 +179,11 @@ class Encoder:
     def encode(self, numbers: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Gives back the network's input (B, width) float32 for the columnar form of B rows."""
         b = len(numbers) if len(self.numeric) else len(codes)
-        x = np.zeros((b, self.width), dtype=np.float32)
+        w = self.width
+        # One scratch value past the end takes the values that go to no column, so the one-hot scatter
+        # below needs no mask (a mask made it half the encoding time of 100,000 rows).
+        flat = np.zeros(b * w + 1, dtype=np.float32)
+        x = flat[: b * w].reshape(b, w)
         if len(self.numeric):
             missing = np.isnan(numbers)  # (B, Fn)
             x[:, self._value_cols] = np.where(missing, self._fills, numbers)
@@ -190,8 +194,8 @@ class Encoder:
                 codes + self._offsets,
                 np.where(codes == ABSENT, self._missing_cols, self._other_cols),
             )  # (B, Fc): the one hot column of each value, -1 for none
-            rows, which = np.nonzero(cols >= 0)
-            x[rows, cols[rows, which]] = 1.0
+            starts = np.arange(0, b * w, w)[:, None]  # (B, 1)
+            flat[np.where(cols >= 0, starts + cols, b * w)] = 1.0
         return x
 
     def encode_rows(self, rows: Sequence[Sequence[Any]], feature_names: Sequence[str]) -> np.ndarray:
