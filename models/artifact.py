@@ -44,7 +44,6 @@ from models.errors import (
     UnsupportedFormatError,
 )
 from models.layers import BatchNormSpec, LayerSpec, LinearSpec, StandardizeSpec, build_network
-from models.preprocessing import CategoricalFeature, Encoder, Preprocessing
 from models.manifest import (
     FORMAT_VERSION,
     MANIFEST_CHECKSUM_FILE,
@@ -62,6 +61,7 @@ from models.manifest import (
     Versions,
     WeightsInfo,
 )
+from models.preprocessing import CategoricalFeature, Encoder, Preprocessing
 
 SERVING_FILES = (MANIFEST_FILE, MANIFEST_CHECKSUM_FILE, WEIGHTS_FILE)
 EXTRA_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -428,7 +428,9 @@ def check_manifest_consistency(m: Manifest, where: Path) -> None:
     if m.preprocessing is None and any(
         isinstance(v, bool) or not isinstance(v, float) for r in m.canary.inputs for v in r
     ):
-        raise ManifestError("canary inputs must be numbers: only preprocessing takes text or null", path=where)
+        raise ManifestError(
+            "canary inputs must be numbers: only preprocessing takes text or null", path=where
+        )
 
 
 def _check_preprocessing(pre: Preprocessing, n: int, where: Path) -> None:

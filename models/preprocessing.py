@@ -295,7 +295,9 @@ def finite_float32(v: float, i: int, name: str) -> float:
     if not fits:
         beyond = " (beyond float32's range of about ±3.4e38)" if math.isfinite(f) else ""
         raise InputError(
-            f"expected a finite number for feature {name!r} at row {i}, got {v!r}{beyond}", row=i, feature=name
+            f"expected a finite number for feature {name!r} at row {i}, got {v!r}{beyond}",
+            row=i,
+            feature=name,
         )
     return f
 
@@ -307,7 +309,9 @@ def _describe(v: Any) -> str:
         return f"the boolean {str(v).lower()}"
     if isinstance(v, int | float):
         return f"the number {v!r}"
-    return f"a JSON {'array' if isinstance(v, list) else 'object' if isinstance(v, dict) else type(v).__name__}"
+    return (
+        f"a JSON {'array' if isinstance(v, list) else 'object' if isinstance(v, dict) else type(v).__name__}"
+    )
 
 
 def _clip(s: str, limit: int = 60) -> str:

@@ -15,9 +15,9 @@ from pathlib import Path
 from models import load_artifact
 from models.mlp import ACTIVATIONS
 from training.config import BN_POSITIONS, DATASETS, DEVICES, MODELS, TASKS, TrainConfig
-from training.tabular import MAX_AUTO_CLASSES
 from training.errors import ConfigError, DataError, TrainingDivergedError
 from training.pipeline import train
+from training.tabular import MAX_AUTO_CLASSES
 
 _DEFAULTS = TrainConfig()
 
@@ -148,7 +148,10 @@ def _add_table_flags(parser: argparse.ArgumentParser) -> None:
         help="training rows a category needs for its own input; rarer ones are pooled into <other>",
     )
     table.add_argument(
-        "--max-categories", type=int, default=d.max_categories, help="most frequent categories kept per column"
+        "--max-categories",
+        type=int,
+        default=d.max_categories,
+        help="most frequent categories kept per column",
     )
 
 

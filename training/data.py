@@ -104,7 +104,9 @@ def load_data(cfg: TrainConfig, data: pd.DataFrame | None = None) -> Dataset:
     if data is not None or cfg.csv is not None:
         return load_table(cfg, data)
     if cfg.target is not None:
-        raise ConfigError(f"target {cfg.target!r} only applies to your own data: give a CSV file or a DataFrame")
+        raise ConfigError(
+            f"target {cfg.target!r} only applies to your own data: give a CSV file or a DataFrame"
+        )
     dataset = load_builtin(cfg.dataset)
     if cfg.task not in ("auto", dataset.task):
         raise ConfigError(
@@ -154,8 +156,12 @@ def load_table(cfg: TrainConfig, data: pd.DataFrame | None) -> Dataset:
         min_frequency=cfg.min_frequency,
         max_categories=cfg.max_categories,
     )
-    table = read_table(data if data is not None else str(cfg.csv), target=cfg.target, task=cfg.task, options=options)
-    train_idx, _ = split_indices(table.target, table.class_labels, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    table = read_table(
+        data if data is not None else str(cfg.csv), target=cfg.target, task=cfg.task, options=options
+    )
+    train_idx, _ = split_indices(
+        table.target, table.class_labels, val_fraction=cfg.val_fraction, seed=cfg.seed
+    )
     pre = fit_preprocessing(table, train_idx, options)
     print(describe_schema(table, pre), flush=True)
     return Dataset(

@@ -9,6 +9,7 @@ line = row + 1 when no cell spans lines and no line is blank).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +25,9 @@ ROWS_NOTE = "(data rows count from 1, header not counted)"
 _SNIFF_BYTES = 8192
 
 
-def read_file(path: str | Path, *, missing_tokens: Sequence[str], text_columns: Sequence[str] = ()) -> pd.DataFrame:
+def read_file(
+    path: str | Path, *, missing_tokens: Sequence[str], text_columns: Sequence[str] = ()
+) -> pd.DataFrame:
     """Gives back the table in the CSV or Parquet file at ``path``; raises ``DataError`` naming the problem.
 
     ``text_columns`` are read as text even when they look numeric (``--categorical``), so their
@@ -33,7 +36,8 @@ def read_file(path: str | Path, *, missing_tokens: Sequence[str], text_columns: 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    head = path.read_bytes()[:_SNIFF_BYTES] if path.stat().st_size else b""
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF_BYTES)
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES or head.startswith(b"PAR1"):
         if suffix not in PARQUET_SUFFIXES:
@@ -55,7 +59,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable Parquet file ({e})") from None
 
 
-def _read_csv(path: Path, missing_tokens: Sequence[str], text_columns: Sequence[str], *, delimiter: str) -> pd.DataFrame:
+def _read_csv(
+    path: Path, missing_tokens: Sequence[str], text_columns: Sequence[str], *, delimiter: str
+) -> pd.DataFrame:
     ragged: list[pa_csv.InvalidRow] = []
 
     def on_ragged_row(row: pa_csv.InvalidRow) -> str:
@@ -107,15 +113,13 @@ def _raise_first_ragged_row(path: Path, delimiter: str) -> None:
         found.append(row)
         return "error"
 
-    try:
+    with contextlib.suppress(pa.ArrowInvalid):
         pa_csv.read_csv(
             path,
             read_options=pa_csv.ReadOptions(use_threads=False),
             parse_options=pa_csv.ParseOptions(delimiter=delimiter, invalid_row_handler=first),
             convert_options=pa_csv.ConvertOptions(column_types={}, strings_can_be_null=True),
         )
-    except pa.ArrowInvalid:
-        pass
     row = found[0]
     where = f"row {row.number - 1}" if row.number is not None else f"the row {row.text[:60]!r}"
     raise DataError(

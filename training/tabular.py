@@ -76,7 +76,7 @@ class Column:
         if self.numbers is not None:
             return self.numbers
         assert self.codes is not None and self.levels is not None
-        return np.append(self.levels, None)[self.codes]  # code -1: the appended None
+        return _with_none(self.levels)[self.codes]  # code -1: the appended None
 
     def take(self, rows: np.ndarray) -> Column:
         if self.numbers is not None:
@@ -152,7 +152,9 @@ def read_table(
         if unknown:
             raise DataError(f"{where}: {flag} names column {unknown[0]!r}, which is not in {header}")
         if target in names:
-            raise DataError(f"{where}: {flag} names the target column {target!r}; it is predicted, not an input")
+            raise DataError(
+                f"{where}: {flag} names the target column {target!r}; it is predicted, not an input"
+            )
     both = sorted(set(options.categorical) & set(options.numeric))
     if both:
         raise DataError(f"{where}: column {both[0]!r} is given both --categorical and --numeric")
@@ -160,7 +162,9 @@ def read_table(
     y_codes, y_levels, y_numbers = _target_cells(frame[target], missing)
     present = y_codes >= 0 if y_codes is not None else ~np.isnan(y_numbers)  # type: ignore[arg-type]
     if not present.any():
-        raise DataError(f"{where}: target column {target!r} is entirely missing ({len(frame)} rows, none with a value)")
+        raise DataError(
+            f"{where}: target column {target!r} is entirely missing ({len(frame)} rows, none with a value)"
+        )
     keep = np.flatnonzero(present)
     from training.data import MIN_ROWS
 
@@ -244,6 +248,11 @@ def _column(s: pd.Series, name: str, options: TableOptions, where: str) -> Colum
     return _infer_text(codes, levels, name, options)
 
 
+def _with_none(levels: np.ndarray) -> np.ndarray:
+    """Gives back ``levels`` and None after them, so that code -1 (missing) indexes None."""
+    return np.array([*levels, None], dtype=object)
+
+
 def _number_text(v: float) -> str:
     return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v))
 
@@ -322,7 +331,9 @@ def _check_column(
         else:
             v = float(c.numbers[i])
             raw = _number_text(v) if np.isfinite(v) else str(v)
-        raise DataError(f"{where}: column {name!r} row {row_numbers[i]}: {raw!r} is not a finite float32 number {ROWS_NOTE}")
+        raise DataError(
+            f"{where}: column {name!r} row {row_numbers[i]}: {raw!r} is not a finite float32 number {ROWS_NOTE}"
+        )
 
 
 def _text_target(
@@ -330,7 +341,9 @@ def _text_target(
 ) -> tuple[np.ndarray, list[str] | None, Literal["classification", "regression"]]:
     numbers, not_numbers = _level_numbers(levels)
     if not not_numbers.any():
-        return _target(np.append(numbers, np.nan)[codes], np.append(levels, None)[codes], name, task, where, row_numbers)
+        return _target(
+            np.append(numbers, np.nan)[codes], _with_none(levels)[codes], name, task, where, row_numbers
+        )
     if task == "regression":
         bad = int(np.flatnonzero(np.append(not_numbers, False)[codes])[0])
         raise DataError(
@@ -343,7 +356,9 @@ def _text_target(
     rank[order] = np.arange(len(order))
     labels = [str(levels[k]) for k in order]
     if len(labels) < 2:
-        raise DataError(f"{where}: target column {name!r} has a single class {labels[0]!r}; classification needs 2")
+        raise DataError(
+            f"{where}: target column {name!r} has a single class {labels[0]!r}; classification needs 2"
+        )
     return rank[codes], labels, "classification"
 
 
@@ -375,7 +390,9 @@ def _target(
     uniques, index = np.unique(numbers, return_inverse=True)
     labels = [_number_text(v) for v in uniques]
     if len(labels) < 2:
-        raise DataError(f"{where}: target column {name!r} has a single class {labels[0]!r}; classification needs 2")
+        raise DataError(
+            f"{where}: target column {name!r} has a single class {labels[0]!r}; classification needs 2"
+        )
     return index.astype(np.int64), labels, "classification"
 
 
@@ -404,9 +421,12 @@ def _fit_feature(c: Column, rows: np.ndarray, options: TableOptions) -> Feature:
         codes = c.codes[rows]
         counts = np.bincount(codes[codes >= 0], minlength=len(c.levels))
         ranked = sorted(
-            ((str(c.levels[k]), int(counts[k])) for k in np.flatnonzero(counts)), key=lambda kv: (-kv[1], kv[0])
+            ((str(c.levels[k]), int(counts[k])) for k in np.flatnonzero(counts)),
+            key=lambda kv: (-kv[1], kv[0]),
         )  # ties by name: the same every run
-        kept = [(v, k) for v, k in ranked[: options.max_categories] if k >= options.min_frequency] or ranked[:1]
+        kept = [(v, k) for v, k in ranked[: options.max_categories] if k >= options.min_frequency] or ranked[
+            :1
+        ]
         present = int(counts.sum())
         return CategoricalFeature(
             categories=[v for v, _ in kept],
@@ -432,7 +452,9 @@ def columnar(table: Table, pre: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     for c, f in zip(table.columns, pre.features, strict=True):
         if isinstance(f, CategoricalFeature):
             assert c.codes is not None and c.levels is not None
-            vocabulary = np.append(pd.Index(f.categories).get_indexer(c.levels), ABSENT)  # -1: UNSEEN (pooled)
+            vocabulary = np.append(
+                pd.Index(f.categories).get_indexer(c.levels), ABSENT
+            )  # -1: UNSEEN (pooled)
             codes.append(vocabulary[c.codes])  # code -1 (missing): the appended ABSENT
     n = len(table)
     return (

@@ -69,7 +69,9 @@ class FeatureInfo(BaseModel):
         None, description="categorical: the categories learned in training, each with its own input column"
     )
     missing: str = Field(description="how a missing value (null, or a missing token) is handled")
-    unseen: str | None = Field(None, description="categorical: how a category never seen in training is handled")
+    unseen: str | None = Field(
+        None, description="categorical: how a category never seen in training is handled"
+    )
     input_columns: list[str] = Field(description="the network's input columns this feature becomes")
 
 
@@ -77,7 +79,12 @@ def feature_infos(feature_names: list[str], pre: Preprocessing | None) -> list[F
     """Gives back every feature's type, categories and missing-value handling."""
     if pre is None:
         return [
-            FeatureInfo(name=n, type="numeric", missing="refused: every value must be a finite number", input_columns=[n])
+            FeatureInfo(
+                name=n,
+                type="numeric",
+                missing="refused: every value must be a finite number",
+                input_columns=[n],
+            )
             for n in feature_names
         ]
     columns = iter(encoded_names(feature_names, pre))
@@ -86,8 +93,14 @@ def feature_infos(feature_names: list[str], pre: Preprocessing | None) -> list[F
         width = f.width if isinstance(f, CategoricalFeature) else 1 + f.indicator
         cols = [next(columns) for _ in range(width)]
         if isinstance(f, CategoricalFeature):
-            fallback = f"the <other> column ({name}={OTHER})" if f.other else "no column (every one-hot column 0)"
-            missing = f"its own category, column {name}={MISSING}" if f.missing else f"as an unseen category: {fallback}"
+            fallback = (
+                f"the <other> column ({name}={OTHER})" if f.other else "no column (every one-hot column 0)"
+            )
+            missing = (
+                f"its own category, column {name}={MISSING}"
+                if f.missing
+                else f"as an unseen category: {fallback}"
+            )
             out.append(
                 FeatureInfo(
                     name=name,

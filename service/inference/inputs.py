@@ -36,6 +36,7 @@ class TableRows:
     def __len__(self) -> int:
         return len(self.x)
 
+
 _MAX_DEPTH = 1024  # orjson's nesting limit
 # Below this, orjson + np.array is faster: one 30-feature row (~400 bytes) takes 3 µs there, 11 µs through
 # simdjson's checks; from about 8 rows (3 KB) on, simdjson is ahead, and 1.7x at 64 rows.

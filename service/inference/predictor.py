@@ -24,8 +24,8 @@ from models import Artifact, ArtifactError, load_artifact
 from models.artifact import canary_tensor
 from models.bn import batchnorm_layers, fold_batchnorm, model_bn_fingerprint, training_bn_layers
 from models.device import pick_device
-from models.preprocessing import Encoder
 from models.layers import Rescale
+from models.preprocessing import Encoder
 from service.errors import NotReady
 from service.inference.answers import AnswerEncoder
 from service.inference.batching import MicroBatcher

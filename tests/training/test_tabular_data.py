@@ -31,7 +31,9 @@ def mixed_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def mixed_artifact(mixed_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("artifacts") / "customers"
-    return train(TrainConfig(csv=str(mixed_csv), target=TARGET, drop=("customer_id",), out_dir=str(out), **QUICK))
+    return train(
+        TrainConfig(csv=str(mixed_csv), target=TARGET, drop=("customer_id",), out_dir=str(out), **QUICK)
+    )
 
 
 def test_a_mixed_csv_meets_an_accuracy_bar_that_the_numbers_alone_cannot(
@@ -39,7 +41,11 @@ def test_a_mixed_csv_meets_an_accuracy_bar_that_the_numbers_alone_cannot(
 ) -> None:
     with_categories = load_artifact(mixed_artifact).manifest.metrics["val_accuracy"]
     numbers_only = TrainConfig(
-        csv=str(mixed_csv), target=TARGET, drop=("customer_id", "plan", "region"), out_dir=str(tmp_path / "n"), **QUICK
+        csv=str(mixed_csv),
+        target=TARGET,
+        drop=("customer_id", "plan", "region"),
+        out_dir=str(tmp_path / "n"),
+        **QUICK,
     )
     without = load_artifact(train(numbers_only)).manifest.metrics["val_accuracy"]
     assert with_categories >= ACCURACY_BAR > without
@@ -89,7 +95,9 @@ def test_the_schema_is_printed_before_training_with_the_dropped_rows(
 def test_the_canary_rows_cover_missing_values_and_unseen_categories(mixed_artifact: Path) -> None:
     m = load_artifact(mixed_artifact).manifest
     assert [None] * 6 in m.canary.inputs
-    assert any(isinstance(v, str) and v not in ("DE",) and "never seen" in v for row in m.canary.inputs for v in row)
+    assert any(
+        isinstance(v, str) and v not in ("DE",) and "never seen" in v for row in m.canary.inputs for v in row
+    )
 
 
 def test_every_default_missing_token_is_missing_and_spaces_around_cells_are_stripped(tmp_path: Path) -> None:
@@ -109,7 +117,9 @@ def test_missing_tokens_are_configurable(tmp_path: Path) -> None:
     assert table.columns[0].kind == "numeric" and int(np.isnan(table.columns[0].values).sum()) == 1
 
 
-def test_overrides_read_a_numeric_column_as_categories_and_refuse_text_in_a_numeric_one(tmp_path: Path) -> None:
+def test_overrides_read_a_numeric_column_as_categories_and_refuse_text_in_a_numeric_one(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "rooms.csv"
     path.write_text("rooms,kind,y\n" + "".join(f"{i % 3 + 1},{'ab'[i % 2]},{i % 2}\n" for i in range(20)))
     table = read_table(path, target="y", options=TableOptions(categorical=("rooms",)))
@@ -118,7 +128,9 @@ def test_overrides_read_a_numeric_column_as_categories_and_refuse_text_in_a_nume
         read_table(path, target="y", options=TableOptions(numeric=("kind",)))
 
 
-def test_a_parquet_file_and_a_dataframe_give_the_same_table_as_the_csv(mixed_csv: Path, tmp_path: Path) -> None:
+def test_a_parquet_file_and_a_dataframe_give_the_same_table_as_the_csv(
+    mixed_csv: Path, tmp_path: Path
+) -> None:
     options = TableOptions(drop=("customer_id",))
     from_csv = read_table(mixed_csv, target=TARGET, options=options)
     frame = pd.read_csv(mixed_csv, dtype=str, keep_default_na=False)
@@ -134,7 +146,9 @@ def test_a_parquet_file_and_a_dataframe_give_the_same_table_as_the_csv(mixed_csv
 def test_train_takes_a_pandas_dataframe(tmp_path: Path) -> None:
     frame = mixed_frame(300)
     frame["age"] = pd.to_numeric(frame["age"], errors="coerce")  # a typed column, NaN where missing
-    out = train(TrainConfig(target=TARGET, drop=("customer_id",), out_dir=str(tmp_path / "df"), **QUICK), data=frame)
+    out = train(
+        TrainConfig(target=TARGET, drop=("customer_id",), out_dir=str(tmp_path / "df"), **QUICK), data=frame
+    )
     m = load_artifact(out).manifest
     assert m.name == "dataframe" and m.feature_names[0] == "age" and m.training["dataset"] is None
 
@@ -186,7 +200,9 @@ def test_cli_flags_name_columns_to_drop_and_read_as_categories(mixed_csv: Path, 
     assert m.training["drop"] == ["customer_id", "income"]
 
 
-def test_the_artifact_reproduces_training_features_from_raw_rows(mixed_csv: Path, mixed_artifact: Path) -> None:
+def test_the_artifact_reproduces_training_features_from_raw_rows(
+    mixed_csv: Path, mixed_artifact: Path
+) -> None:
     artifact = load_artifact(mixed_artifact)
     dataset = load_data(TrainConfig(csv=str(mixed_csv), target=TARGET, drop=("customer_id",)))
     assert dataset.table is not None and artifact.encoder is not None

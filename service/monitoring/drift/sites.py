@@ -57,7 +57,9 @@ def input_site(artifact: Artifact) -> Site:
 def input_columns(artifact: Artifact) -> list[str]:
     """Gives back the name of each input column of the network: the features, or what preprocessing makes."""
     m = artifact.manifest
-    return list(m.feature_names) if m.preprocessing is None else encoded_names(m.feature_names, m.preprocessing)
+    return (
+        list(m.feature_names) if m.preprocessing is None else encoded_names(m.feature_names, m.preprocessing)
+    )
 
 
 def bn_site(name: str, bn: nn.modules.batchnorm._BatchNorm) -> Site:

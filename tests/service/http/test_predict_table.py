@@ -19,7 +19,14 @@ from training import TrainConfig, train
 
 ARTIFACT_MD = Path(__file__).parents[3] / "docs" / "ARTIFACT.md"
 FEATURES = ["age", "plan", "region", "member", "income", "country"]
-ROW: dict[str, Any] = {"age": 38.5, "plan": "plus", "region": "north", "member": True, "income": 21000.0, "country": "DE"}
+ROW: dict[str, Any] = {
+    "age": 38.5,
+    "plan": "plus",
+    "region": "north",
+    "member": True,
+    "income": 21000.0,
+    "country": "DE",
+}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +70,9 @@ def test_object_and_array_rows_get_the_numpy_reference_answers(
     rows = [row(), row(plan="basic", member=False), row(age=None, plan=None, member=None, income="NA"),
             row(plan="  pro ", region="?", member="no")]  # fmt: skip
     manifest, tensors = reference.load(table_artifact)
-    _, expected = reference.predict(manifest, reference.forward(manifest, tensors, [[r[f] for f in FEATURES] for r in rows]))
+    _, expected = reference.predict(
+        manifest, reference.forward(manifest, tensors, [[r[f] for f in FEATURES] for r in rows])
+    )
     got_objects = probabilities(table_client, rows)
     got_arrays = probabilities(table_client, [[r[f] for f in FEATURES] for r in rows])
     np.testing.assert_allclose(got_objects, expected, atol=1e-5)
@@ -71,7 +80,9 @@ def test_object_and_array_rows_get_the_numpy_reference_answers(
 
 
 def test_an_unseen_category_is_answered_as_the_pooled_rare_categories(table_client: TestClient) -> None:
-    unseen, pooled, known = probabilities(table_client, [row(plan="enterprise"), row(plan="legacy"), row(plan="pro")])
+    unseen, pooled, known = probabilities(
+        table_client, [row(plan="enterprise"), row(plan="legacy"), row(plan="pro")]
+    )
     np.testing.assert_allclose(unseen, pooled, rtol=0, atol=1e-6)  # both go to plan=<other>
     assert np.abs(unseen - known).max() > 1e-3
 
@@ -111,7 +122,9 @@ def test_a_float32_body_is_refused_for_a_model_with_categories(table_client: Tes
     assert r.status_code == 422 and "categorical features" in r.json()["error"]
 
 
-def test_metadata_lists_each_feature_with_its_type_categories_and_missing_handling(table_client: TestClient) -> None:
+def test_metadata_lists_each_feature_with_its_type_categories_and_missing_handling(
+    table_client: TestClient,
+) -> None:
     features = {f["name"]: f for f in table_client.get("/metadata").json()["features"]}
     assert [features[n]["type"] for n in FEATURES] == [
         "numeric", "categorical", "categorical", "boolean", "numeric", "categorical",
@@ -123,14 +136,23 @@ def test_metadata_lists_each_feature_with_its_type_categories_and_missing_handli
     assert features["country"]["input_columns"] == ["country=DE"]
 
 
-def test_drift_reports_category_frequencies_and_missing_rates_against_training(table_client: TestClient) -> None:
+def test_drift_reports_category_frequencies_and_missing_rates_against_training(
+    table_client: TestClient,
+) -> None:
     table_client.post("/drift/reset")
     regions = ["north", "south", "east", "west"] * 25
-    like_training = [row(plan=p, region=r, member=m) for p, r, m in zip(["basic", "plus", "pro", "team"] * 25, regions[1:] + regions[:1], [True, False] * 50, strict=True)]
+    like_training = [
+        row(plan=p, region=r, member=m)
+        for p, r, m in zip(
+            ["basic", "plus", "pro", "team"] * 25, regions[1:] + regions[:1], [True, False] * 50, strict=True
+        )
+    ]
     table_client.post("/predict", json={"instances": like_training})
     before = {f["name"]: f for f in table_client.get("/drift").json()["raw_features"]["features"]}
     table_client.post("/drift/reset")
-    shifted = [row(plan="enterprise", age=None, region=r) for r in regions]  # unseen plans, age always missing
+    shifted = [
+        row(plan="enterprise", age=None, region=r) for r in regions
+    ]  # unseen plans, age always missing
     table_client.post("/predict", json={"instances": shifted})
     report = table_client.get("/drift").json()
     after = {f["name"]: f for f in report["raw_features"]["features"]}
