@@ -65,23 +65,24 @@ def parse_instances(
 ) -> np.ndarray | TableRows:
     """Gives back the request's rows as a float32 array of shape (B, len(feature_names)), or with an
     ``encoder`` as ``TableRows``."""
-    if encoder is None or not encoder.categorical:
+    numbers_only = encoder is None or not encoder.categorical
+    if numbers_only:
         rows = _numeric_rows(body, len(feature_names), max_rows=max_rows)
         if rows is not None:
             return rows if encoder is None else _encoded_numbers(encoder, rows, feature_names)
     instances = _instances(body, max_rows=max_rows)
-    if encoder is not None:
-        return _parse_table(instances, feature_names, encoder)
-    n = len(feature_names)
-    if isinstance(instances[0], list) and _only_numbers_after_the_key(body):
+    if numbers_only and isinstance(instances[0], list) and _only_numbers_after_the_key(body):
         try:
             # Beyond float32's range becomes inf, NaN stays NaN: both fail the isfinite check below.
             with np.errstate(over="ignore"):
                 rows = np.array(instances, dtype=np.float32)
         except (ValueError, TypeError, OverflowError):  # OverflowError: an integer beyond float64
             rows = None
+        n = len(feature_names)
         if rows is not None and rows.ndim == 2 and rows.shape[1] == n and np.isfinite(rows).all():
-            return rows
+            return rows if encoder is None else _encoded_numbers(encoder, rows, feature_names)
+    if encoder is not None:
+        return _parse_table(instances, feature_names, encoder)  # null, strings, true/false: one by one
     return _parse_exactly(instances, feature_names)
 
 
