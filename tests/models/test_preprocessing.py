@@ -174,3 +174,18 @@ def test_the_doc_reference_encodes_raw_rows_as_torch_serves_them(table_artifact:
         expected = artifact.model(torch.from_numpy(artifact.encoder.encode_rows(RAW_ROWS, NAMES))).double()
     got = torch.from_numpy(ref.forward(manifest, tensors, RAW_ROWS))
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_a_few_rows_and_many_rows_encode_alike() -> None:
+    rng = np.random.default_rng(0)
+    choices: list[list[Any]] = [
+        [1.5, None, "NA", 99.0],
+        ["basic", "pro", None, "x", "?"],
+        [True, False, None],
+        ["north", "south", "east", None],
+    ]
+    rows = [[c[rng.integers(len(c))] for c in choices] for _ in range(50)]
+    encoder = Encoder(PRE)
+    many = encoder.encode_rows(rows, NAMES)  # numpy, beyond SMALL_BATCH rows
+    one_by_one = np.concatenate([encoder.encode_rows([r], NAMES) for r in rows])
+    np.testing.assert_array_equal(many, one_by_one)
