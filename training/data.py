@@ -12,7 +12,7 @@ indicators), learned from the training split that ``split_dataset`` gives for th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from math import prod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -148,14 +148,7 @@ def load_table(cfg: TrainConfig, data: pd.DataFrame | None) -> Dataset:
     ``split_dataset`` gives for ``cfg.seed``, every row encoded by it; prints the schema."""
     from training.tabular import TableOptions, describe_schema, encode_table, fit_preprocessing, read_table
 
-    options = TableOptions(
-        categorical=cfg.categorical,
-        numeric=cfg.numeric,
-        drop=cfg.drop,
-        missing_tokens=cfg.missing_tokens,
-        min_frequency=cfg.min_frequency,
-        max_categories=cfg.max_categories,
-    )
+    options = TableOptions(**{f.name: getattr(cfg, f.name) for f in fields(TableOptions)})  # same names
     table = read_table(
         data if data is not None else str(cfg.csv), target=cfg.target, task=cfg.task, options=options
     )
