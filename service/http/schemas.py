@@ -171,7 +171,7 @@ class SiteReport(BaseModel):
     name: str
     kind: Literal["input", "1d", "2d"]
     channels: int
-    rows: float | None
+    rows: int | float | None
     score: float | None = Field(description="the worst channel's score")
     rms_shift: float | None
     max_abs_shift: float | None
@@ -202,7 +202,7 @@ class DriftReport(BaseModel):
     message: str = Field(description="the verdict in words")
     score: float | None = Field(None, description="the worst score of the input and every layer")
     threshold: float | None = None
-    rows: float | None = Field(None, description="(effective) rows in the window")
+    rows: int | float | None = Field(None, description="(effective) rows in the window")
     min_rows: int | None = None
     rows_seen: int | None = Field(None, description="rows taken in since the last reset")
     window: WindowInfo | None = None
