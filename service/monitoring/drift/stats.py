@@ -86,8 +86,9 @@ def moment_sums(
 
     flat_width = layout.flat_width
     cols = slice(0, flat_width)
-    n = raw[:, cols] - layout.offset32[cols]
-    n *= layout.inv_scale32[cols]
+    with np.errstate(over="ignore", invalid="ignore"):  # an absurd input overflows here; clipped next
+        n = raw[:, cols] - layout.offset32[cols]
+        n *= layout.inv_scale32[cols]
     np.clip(n, -N_LIMIT, N_LIMIT, out=n)
     q = n * n
     s_m, s_q = total(n), total(q)
