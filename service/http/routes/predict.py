@@ -16,7 +16,7 @@ import functools
 from typing import Any
 
 from pydantic import BaseModel
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from service.errors import PayloadTooLarge, ServiceError, UnsupportedMediaType
@@ -119,8 +119,19 @@ class Predict:
         }
 
 
+class PredictRoute(Route):
+    """The router's /predict: ``Predict`` itself as the endpoint, so other methods get 405; it names itself in
+    the scope, as FastAPI's own routes do, so that those requests are counted under ``/predict`` too."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
 predict = Predict()
-route = Route(PATH, endpoint=predict, methods=["POST"])
+route = PredictRoute(PATH, endpoint=predict, methods=["POST"])
 
 
 def _schema(
