@@ -12,24 +12,20 @@ indicators), learned from the training split that ``split_dataset`` gives for th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from math import prod
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from training.dataset import MIN_ROWS, Dataset
 from training.errors import ConfigError, DataError
+from training.tabular import TableOptions, describe_schema, encode_table, fit_preprocessing, read_table
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from models.preprocessing import Preprocessing
     from training.config import TrainConfig
-    from training.tabular import Table
-
-# Below this a validation metric means nothing and BN batches are too small to estimate a variance.
-MIN_ROWS = 10
 
 # dataset name -> (scikit-learn loader, target name)
 _BUILTIN = {
@@ -39,63 +35,6 @@ _BUILTIN = {
     "digits": ("load_digits", "digit"),
     "diabetes": ("load_diabetes", "progression"),
 }
-
-
-@dataclass
-class Dataset:
-    features: np.ndarray  # (N, F) float32, raw units
-    target: np.ndarray  # (N,) int64 index into class_labels, or float32 value for regression
-    feature_names: list[str]
-    class_labels: list[str] | None  # classification: label of class i; regression: None
-    task: Literal["classification", "regression"]
-    target_name: str
-    input_shape: tuple[int, ...]  # one row before flattening: (F,) for tables, (C, H, W) for images
-    name: str = "dataset"
-    # A table's: raw rows -> features. feature_names are then the table's columns, not the input columns.
-    preprocessing: Preprocessing | None = None
-    table: Table | None = None  # the typed source table, for raw rows (canaries)
-    row_ids: np.ndarray | None = None  # (N,) each row's index in ``table``
-
-    def __post_init__(self) -> None:
-        n, f = self.features.shape
-        if self.target.shape != (n,):
-            raise ValueError(f"target must have shape ({n},) to match the features, got {self.target.shape}")
-        if self.preprocessing is not None:
-            if self.preprocessing.width != f or len(self.preprocessing.features) != len(self.feature_names):
-                raise ValueError(
-                    f"{f} feature columns but preprocessing makes {self.preprocessing.width} from "
-                    f"{len(self.preprocessing.features)} features ({len(self.feature_names)} feature names)"
-                )
-        elif len(self.feature_names) != f or prod(self.input_shape) != f:
-            raise ValueError(
-                f"{f} feature columns but {len(self.feature_names)} feature names and input_shape {self.input_shape}"
-            )
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    @property
-    def num_outputs(self) -> int:
-        return len(self.class_labels) if self.class_labels is not None else 1
-
-    @property
-    def is_image(self) -> bool:
-        return len(self.input_shape) == 3
-
-    def subset(self, indices: np.ndarray) -> Dataset:
-        """Gives back the rows at ``indices``, in that order."""
-        row_ids = self.row_ids[indices] if self.row_ids is not None else None
-        return replace(self, features=self.features[indices], target=self.target[indices], row_ids=row_ids)
-
-    def raw_rows(self, count: int) -> list[list[Any]]:
-        """Gives back the first ``count`` rows as a client sends them: a table's raw values (numbers,
-        strings, true/false, None), else the feature values."""
-        if self.table is None or self.row_ids is None:
-            return self.features[:count].tolist()
-        from training.tabular import canary_rows
-
-        assert self.preprocessing is not None
-        return canary_rows(self.table, self.preprocessing, self.row_ids[:count])
 
 
 def load_data(cfg: TrainConfig, data: pd.DataFrame | None = None) -> Dataset:
@@ -146,8 +85,6 @@ def load_builtin(name: str) -> Dataset:
 def load_table(cfg: TrainConfig, data: pd.DataFrame | None) -> Dataset:
     """Gives back a table's dataset: typed columns, the preprocessing fitted on the training split that
     ``split_dataset`` gives for ``cfg.seed``, every row encoded by it; prints the schema."""
-    from training.tabular import TableOptions, describe_schema, encode_table, fit_preprocessing, read_table
-
     options = TableOptions(**{f.name: getattr(cfg, f.name) for f in fields(TableOptions)})  # same names
     table = read_table(
         data if data is not None else str(cfg.csv), target=cfg.target, task=cfg.task, options=options

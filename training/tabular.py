@@ -42,6 +42,7 @@ from models.preprocessing import (
     NumericFeature,
     Preprocessing,
 )
+from training.dataset import MIN_ROWS
 from training.errors import DataError
 from training.tablefile import ROWS_NOTE, read_file
 
@@ -106,6 +107,9 @@ class Table:
     def feature_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    def canary_rows(self, pre: Preprocessing, rows: np.ndarray) -> list[list[Any]]:
+        return canary_rows(self, pre, rows)
+
     def raw_rows(self, rows: np.ndarray) -> list[list[Any]]:
         """Gives back rows as a client would send them: numbers, true/false, strings, None where missing."""
         out: list[list[Any]] = [[] for _ in rows]
@@ -166,8 +170,6 @@ def read_table(
             f"{where}: target column {target!r} is entirely missing ({len(frame)} rows, none with a value)"
         )
     keep = np.flatnonzero(present)
-    from training.data import MIN_ROWS
-
     if len(keep) < MIN_ROWS:
         dropped = f" ({len(frame) - len(keep)} without a target)" if len(keep) < len(frame) else ""
         raise DataError(f"{where}: need at least {MIN_ROWS} rows, got {len(keep)}{dropped}")
