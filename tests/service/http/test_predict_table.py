@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.mixed_table import TARGET, write_mixed_csv
 from tests.service.serving import serving
-from training import TrainConfig, train
 
 ARTIFACT_MD = Path(__file__).parents[3] / "docs" / "ARTIFACT.md"
 FEATURES = ["age", "plan", "region", "member", "income", "country"]
@@ -27,17 +25,6 @@ ROW: dict[str, Any] = {
     "income": 21000.0,
     "country": "DE",
 }
-
-
-@pytest.fixture(scope="module")
-def table_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("table")
-    csv_path = write_mixed_csv(root / "customers.csv")
-    cfg = TrainConfig(
-        csv=str(csv_path), target=TARGET, drop=("customer_id",), out_dir=str(root / "model"),
-        epochs=10, hidden=(32,), device="cpu", progress=False,
-    )  # fmt: skip
-    return train(cfg)
 
 
 @pytest.fixture(scope="module")
