@@ -189,3 +189,10 @@ def test_a_few_rows_and_many_rows_encode_alike() -> None:
     many = encoder.encode_rows(rows, NAMES)  # numpy, beyond SMALL_BATCH rows
     one_by_one = np.concatenate([encoder.encode_rows([r], NAMES) for r in rows])
     np.testing.assert_array_equal(many, one_by_one)
+
+
+def test_a_format_2_manifest_written_before_preprocessing_existed_still_loads(artifact_dir: Path) -> None:
+    rewrite_manifest(artifact_dir, lambda m: m.pop("preprocessing"))  # numeric rows, no such key
+    artifact = load_artifact(artifact_dir)
+    assert artifact.manifest.preprocessing is None and artifact.encoder is None
+    assert artifact.manifest.input_width == len(artifact.manifest.feature_names)
