@@ -9,7 +9,6 @@ import numpy as np
 from torch import nn
 
 from models import Artifact
-from models.preprocessing import encoded_names
 
 INPUT = "input"  # the site name of the input features
 
@@ -43,7 +42,7 @@ def input_site(artifact: Artifact) -> Site:
     return Site(
         name=INPUT,
         kind="input",
-        channels=input_columns(artifact),
+        channels=artifact.manifest.input_columns,
         ref_mean=mean,
         ref_var=np.where(constant, 0.0, sd * sd),
         eps=0.0,
@@ -51,14 +50,6 @@ def input_site(artifact: Artifact) -> Site:
         offset=mean,
         scale=sd,
         silent=np.zeros(len(sd), dtype=bool),
-    )
-
-
-def input_columns(artifact: Artifact) -> list[str]:
-    """Gives back the name of each input column of the network: the features, or what preprocessing makes."""
-    m = artifact.manifest
-    return (
-        list(m.feature_names) if m.preprocessing is None else encoded_names(m.feature_names, m.preprocessing)
     )
 
 

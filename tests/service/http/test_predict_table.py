@@ -151,3 +151,9 @@ def test_drift_reports_category_frequencies_and_missing_rates_against_training(
     metrics = table_client.get("/metrics").text
     assert re.search(r'bnserve_feature_psi\{feature="plan"\} [0-9.]+', metrics)
     assert 'bnserve_feature_missing_rate{feature="age"} 1.0' in metrics
+
+
+def test_bn_stats_names_the_input_columns_the_preprocessing_makes(table_client: TestClient) -> None:
+    view = table_client.get("/bn-stats").json()["input_standardization"]
+    assert view["feature_names"][:4] == ["age", "age:missing", "plan=basic", "plan=plus"]
+    assert len(view["feature_names"]) == len(view["mean"]) == 17
