@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from models.artifact import Artifact
 
 HISTORY_FILE = "history.json"
-HISTORY_SCHEMA_VERSION = 1
+HISTORY_SCHEMA_VERSION: Literal[1] = 1
 
 
 class _Strict(BaseModel):

@@ -115,6 +115,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=d.num_canaries,
         help="validation rows stored to verify the artifact",
     )
+    export.add_argument(
+        "--report",
+        action="store_true",
+        help="also write report.html with PNGs (curves, BN statistics, input standardization) into the artifact",
+    )
     return parser
 
 
@@ -158,3 +163,7 @@ def print_summary(out_dir: Path, seconds: float) -> None:
     for label, train_key, val_key in rows:
         print(f"{label:>10} {m[train_key]:>10.4f} {m[val_key]:>10.4f}")
     print(f"trained in {m['train_seconds']:.1f} s ({seconds:.1f} s in all) -> {out_dir}")
+    if t.get("report"):
+        from training.report import REPORT_FILE  # matplotlib: only when there is a report
+
+        print(f"report: {out_dir / REPORT_FILE}")
