@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from models.history import TrainingHistory
+
 BREAST_CANCER_ROW = [
     17.99, 10.38, 122.8, 1001.0, 0.1184, 0.2776, 0.3001, 0.1471, 0.2419, 0.07871, 1.095, 0.9053, 8.589, 153.4,
     0.006399, 0.04904, 0.05373, 0.01587, 0.03003, 0.006193, 25.38, 17.33, 184.6, 2019.0, 0.1622, 0.6656, 0.7119,
@@ -47,3 +49,13 @@ class PredictResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: str = Field(examples=["expected 30 features, got 29 at row 0"])
+
+
+class HistoryResponse(BaseModel):
+    """GET /history: the training history stored with the artifact (docs/ARTIFACT.md, ``history.json``)."""
+
+    model: str = Field(description="the artifact's manifest name")
+    artifact_sha256: str = Field(description="SHA-256 of the weights that are served")
+    history: TrainingHistory = Field(
+        description="per epoch the train and validation loss and metric; per BN layer the running statistics"
+    )
