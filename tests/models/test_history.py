@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,12 @@ def test_a_history_that_breaks_the_schema_is_refused_naming_the_field() -> None:
 def test_a_history_that_is_not_json_is_refused() -> None:
     with pytest.raises(ManifestError, match="not valid JSON"):
         parse_history(b"{epochs")
+
+
+def test_the_example_history_in_the_artifact_doc_matches_the_schema() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ARTIFACT.md").read_text()
+    (example,) = re.findall(r"^```json history\.json\n(.*?)^```$", doc, flags=re.DOTALL | re.MULTILINE)
+
+    history = parse_history(example.encode())
+
+    assert history.epochs[0].val["accuracy"] > 0 and history.batchnorm[0].trajectory[0].epoch == 1
