@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from models import load_artifact
 from models.mlp import ACTIVATIONS
@@ -20,18 +21,27 @@ from training.errors import ConfigError, DataError, TrainingDivergedError
 from training.pipeline import train
 
 _DEFAULTS = TrainConfig()
+N = TypeVar("N", int, float)
 
 
-def _int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers like 256,256, got {text!r}"
-        ) from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive integers like 256,256, got {text!r}")
-    return values
+def comma_separated(convert: Callable[[str], N], what: str, example: str) -> Callable[[str], tuple[N, ...]]:
+    """Gives back an argparse ``type`` that reads positive ``what`` (say "integers") written like ``example``."""
+
+    def parse(text: str) -> tuple[N, ...]:
+        try:
+            values = tuple(convert(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what} like {example}, got {text!r}"
+            ) from None
+        if not values or min(values) <= 0:
+            raise argparse.ArgumentTypeError(f"expected positive {what} like {example}, got {text!r}")
+        return values
+
+    return parse
+
+
+_int_tuple = comma_separated(int, "integers", "256,256")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -6,35 +6,12 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from training.cli import comma_separated
 from training.experiment.runner import ExperimentConfig, run_experiment
 from training.experiment.variants import VARIANT_NAMES
 
 _DEFAULTS = ExperimentConfig()
 CLASSIFICATION_DATASETS = ("breast_cancer", "wine", "iris")
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers like 1e-3,1e-2, got {text!r}"
-        ) from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive numbers like 1e-3,1e-2, got {text!r}")
-    return values
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers like 64,64, got {text!r}"
-        ) from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive integers like 64,64, got {text!r}")
-    return values
 
 
 def _variants(text: str) -> tuple[str, ...]:
@@ -60,9 +37,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dataset", default=d.dataset, choices=CLASSIFICATION_DATASETS)
     parser.add_argument("--seeds", type=int, default=len(d.seeds), help="seeds 0..N-1 (init and batch order)")
-    parser.add_argument("--lrs", type=_floats, default=d.lrs, metavar="LR,LR", help="the learning-rate grid")
+    parser.add_argument(
+        "--lrs",
+        type=comma_separated(float, "numbers", "1e-3,1e-2"),
+        default=d.lrs,
+        metavar="LR,LR",
+        help="the learning-rate grid",
+    )
     parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--hidden", type=_ints, default=d.hidden, metavar="W,W", help="MLP hidden widths")
+    parser.add_argument(
+        "--hidden",
+        type=comma_separated(int, "integers", "64,64"),
+        default=d.hidden,
+        metavar="W,W",
+        help="MLP hidden widths",
+    )
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--target", type=float, default=d.target, help="validation accuracy to reach")
     parser.add_argument(

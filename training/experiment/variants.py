@@ -52,16 +52,7 @@ def rescaled(dataset: Dataset) -> Dataset:
     magnitude = np.abs(x).mean(axis=0)
     magnitude[magnitude == 0] = 1.0  # an all-zero column stays zero
     features = (x * (feature_scales(x.shape[1]) / magnitude)).astype(np.float32)
-    return Dataset(
-        features=features,
-        target=dataset.target,
-        feature_names=dataset.feature_names,
-        class_labels=dataset.class_labels,
-        task=dataset.task,
-        target_name=dataset.target_name,
-        input_shape=dataset.input_shape,
-        name=f"{dataset.name}_rescaled",
-    )
+    return replace(dataset, features=features, name=f"{dataset.name}_rescaled")
 
 
 def scale_groups(num_features: int) -> tuple[np.ndarray, np.ndarray]:
