@@ -66,7 +66,7 @@ class HistoryRecorder:
             layer.trajectory.append(
                 RunningStatsPoint(
                     epoch=epoch,
-                    num_batches_tracked=int(bn.num_batches_tracked or 0),
+                    num_batches_tracked=0 if bn.num_batches_tracked is None else int(bn.num_batches_tracked),
                     running_mean=summarize(mean),
                     running_var=summarize(var),
                     mean_change=change,

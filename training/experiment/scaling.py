@@ -11,6 +11,7 @@ columns that see the large-scale features over that of the small-scale ones.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -110,7 +111,7 @@ def run_grid(
     lrs: tuple[float, ...],
     seeds: tuple[int, ...],
     variants: tuple[Variant, ...] = VARIANTS,
-    on_run: object = None,
+    on_run: Callable[[Variant, float, list[Run]], None] | None = None,
 ) -> Grid:
     """Gives back every run: each variant at each learning rate with each seed (which seeds the
     initialization and the batch order; the split stays the same)."""
@@ -119,7 +120,7 @@ def run_grid(
         for lr in lrs:
             runs = [run_one(variant, replace(cfg, lr=lr, seed=seed), train, val) for seed in seeds]
             grid.setdefault(variant.name, {})[lr] = runs
-            if callable(on_run):
+            if on_run is not None:
                 on_run(variant, lr, runs)
     return grid
 
