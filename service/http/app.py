@@ -123,7 +123,7 @@ def _announce(settings: Settings, predictor: Predictor) -> None:
         "bnserve ready: model %r (%s, %d features), loaded in %.2f s, serving at %s\n"
         "  curl -s %s/predict -H 'Content-Type: application/json' -d '%s'\n"
         "  curl -s '%s/bn-stats?vectors=false'\n"
-        "  docs: %s/docs",
+        "  page: %s/   docs: %s/docs",
         artifact.manifest.name,
         artifact.manifest.task,
         len(artifact.manifest.feature_names),
@@ -131,6 +131,7 @@ def _announce(settings: Settings, predictor: Predictor) -> None:
         url,
         url,
         body,
+        url,
         url,
         url,
     )

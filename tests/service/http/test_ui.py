@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from models import load_artifact
@@ -94,3 +96,14 @@ def test_openapi_documents_the_history_response_and_leaves_the_pages_out(client:
     assert {"404", "503"} <= history["responses"].keys()
     assert "TrainingHistory" in schema["components"]["schemas"]
     assert not {"/", "/ui", "/docs", "/redoc"} & schema["paths"].keys()
+
+
+def test_readiness_announces_the_page(breast_cancer_artifact: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with (
+        caplog.at_level(logging.INFO, logger="bnserve"),
+        serving(breast_cancer_artifact, port=8124) as client,
+    ):
+        announcement = caplog.text
+        page = client.get("/")
+
+    assert "page: http://127.0.0.1:8124/ " in announcement and page.status_code == 200
