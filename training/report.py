@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from models.bn import batchnorm_layers, model_bn_fingerprint
@@ -46,6 +47,8 @@ def curves_png(history: TrainingHistory) -> bytes:
     )
     metric_ax.set(xlabel="epoch", ylabel=metric)
     metric_ax.legend(fontsize=8)
+    for ax in (loss_ax, metric_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return png_bytes(fig)
 
 
@@ -108,6 +111,7 @@ def trajectory_png(history: TrainingHistory) -> bytes | None:
     change_ax.set(title="running_mean change per epoch (in stds)", xlabel="epoch", yscale="log")
     for ax in (mean_ax, var_ax, change_ax):
         ax.legend(fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return png_bytes(fig)
 
 
