@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from models.preprocessing import encoded_names
+
 if TYPE_CHECKING:
     from models.preprocessing import Preprocessing
     from training.tabular import Table
@@ -52,6 +54,13 @@ class Dataset:
     @property
     def num_outputs(self) -> int:
         return len(self.class_labels) if self.class_labels is not None else 1
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The name of each column of ``features``: the feature names, or the preprocessing's input columns."""
+        if self.preprocessing is None:
+            return list(self.feature_names)
+        return encoded_names(self.feature_names, self.preprocessing)
 
     @property
     def is_image(self) -> bool:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from models.history import TrainingHistory
 from models.manifest import BatchNormInfo, BNStatistics, StatisticsKind, Versions
 from models.preprocessing import (
     INDICATOR_SUFFIX,
@@ -360,3 +361,13 @@ ERROR_DESCRIPTIONS = {
     422: "a request that is well formed but has wrong values; for query parameters too",
     503: "the model is not ready",
 }
+
+
+class HistoryResponse(BaseModel):
+    """GET /history: the training history stored with the artifact (docs/ARTIFACT.md, ``history.json``)."""
+
+    model: str = Field(description="the artifact's manifest name")
+    artifact_sha256: str = Field(description="SHA-256 of the weights that are served")
+    history: TrainingHistory = Field(
+        description="per epoch the train and validation loss and metric; per BN layer the running statistics"
+    )
