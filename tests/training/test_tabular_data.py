@@ -211,3 +211,10 @@ def test_the_artifact_reproduces_training_features_from_raw_rows(
     np.testing.assert_array_equal(encoded, dataset.features)
     with torch.inference_mode():
         assert artifact.model(torch.from_numpy(encoded)).shape == (len(dataset), 2)
+
+
+def test_a_table_trains_with_a_report_naming_the_input_columns(tmp_path: Path) -> None:
+    cfg = TrainConfig(target=TARGET, drop=("customer_id",), out_dir=str(tmp_path / "r"), report=True, **QUICK)
+    artifact = load_artifact(train(cfg, data=mixed_frame(300)))
+    report = artifact.files["report.html"].decode()
+    assert "plan=&lt;other&gt;" in report or "plan=<other>" in report
