@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.layers import LayerSpec
-from models.preprocessing import Preprocessing, encoded_names
+from models.preprocessing import Preprocessing, input_columns
 
 FORMAT_VERSION = 2  # what save_artifact writes
 READABLE_FORMAT_VERSIONS = (1, 2)  # what load_artifact reads; a version 1 manifest is upgraded in memory
@@ -134,9 +134,7 @@ class Manifest(_Strict):
     @property
     def input_columns(self) -> list[str]:
         """The name of each input column of the network: the features, or what preprocessing makes of them."""
-        if self.preprocessing is None:
-            return list(self.feature_names)
-        return encoded_names(self.feature_names, self.preprocessing)
+        return input_columns(self.feature_names, self.preprocessing)
 
     @property
     def input_width(self) -> int:

@@ -113,6 +113,11 @@ class Preprocessing(_Strict):
         return sum(f.width if isinstance(f, CategoricalFeature) else 1 + f.indicator for f in self.features)
 
 
+def input_columns(feature_names: Sequence[str], pre: Preprocessing | None) -> list[str]:
+    """Gives back the name of each input column of the network: the features, or what ``pre`` makes."""
+    return list(feature_names) if pre is None else encoded_names(feature_names, pre)
+
+
 def encoded_names(feature_names: Sequence[str], pre: Preprocessing) -> list[str]:
     """Gives back the name of every input column the network takes, in order."""
     out: list[str] = []

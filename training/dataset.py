@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from models.preprocessing import encoded_names
+from models.preprocessing import input_columns
 
 if TYPE_CHECKING:
     from models.preprocessing import Preprocessing
@@ -58,9 +58,7 @@ class Dataset:
     @property
     def input_columns(self) -> list[str]:
         """The name of each column of ``features``: the feature names, or the preprocessing's input columns."""
-        if self.preprocessing is None:
-            return list(self.feature_names)
-        return encoded_names(self.feature_names, self.preprocessing)
+        return input_columns(self.feature_names, self.preprocessing)
 
     @property
     def is_image(self) -> bool:
