@@ -117,6 +117,46 @@ def _parse_table(instances: list[Any], feature_names: list[str], encoder: Encode
     return TableRows(x=encoder.encode(numbers, codes), numbers=numbers, codes=codes)
 
 
+def table_rows_from_columns(
+    columns: dict[str, np.ndarray], feature_names: list[str], encoder: Encoder
+) -> TableRows:
+    """Gives back table rows from one array per feature (the Open Inference Protocol's per-feature tensors):
+    numbers (NaN: missing), booleans, or strings and bytes (UTF-8) for categorical features (None: missing).
+    The arrays are of one length B; each value is then checked as in a JSON row."""
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) != 1:
+        raise Unprocessable(
+            f"expected every feature's tensor to hold the same number of rows, got {sorted(lengths)}"
+        )
+    (b,) = lengths
+    cells = []
+    for name in feature_names:
+        values = columns[name].reshape(b)
+        if values.dtype.kind == "f":
+            cells.append([None if v != v else v for v in values.tolist()])  # NaN: missing
+        elif values.dtype.kind in "SO":
+            cells.append([_text(v, name, i) for i, v in enumerate(values.tolist())])
+        else:
+            cells.append(values.tolist())
+    rows = [list(row) for row in zip(*cells, strict=True)]
+    try:
+        numbers, codes = encoder.columns(rows, feature_names)
+    except InputError as e:
+        raise Unprocessable(str(e)) from None
+    return TableRows(x=encoder.encode(numbers, codes), numbers=numbers, codes=codes)
+
+
+def _text(v: Any, name: str, i: int) -> Any:
+    if isinstance(v, bytes):
+        try:
+            return v.decode()
+        except UnicodeDecodeError:
+            raise Unprocessable(
+                f"expected UTF-8 text for feature {name!r} at row {i}, got {v[:40]!r}"
+            ) from None
+    return v
+
+
 def _instances(body: bytes, *, max_rows: int) -> list[Any]:
     payload = parse_body(body)
     if not isinstance(payload, dict) or "instances" not in payload:

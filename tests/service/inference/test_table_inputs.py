@@ -7,9 +7,9 @@ import numpy as np
 import orjson
 import pytest
 
-from models.preprocessing import BooleanFeature, Encoder, NumericFeature, Preprocessing
+from models.preprocessing import BooleanFeature, CategoricalFeature, Encoder, NumericFeature, Preprocessing
 from service.errors import Unprocessable
-from service.inference.inputs import TableRows, parse_float32_rows, parse_instances
+from service.inference.inputs import TableRows, parse_float32_rows, parse_instances, table_rows_from_columns
 
 NAMES = ["size", "age", "member"]
 ENCODER = Encoder(
@@ -57,3 +57,34 @@ def test_a_float32_body_takes_nan_as_missing_and_refuses_inf_and_non_booleans() 
         parse_float32_rows(
             np.array([[1, 2, 0.5]], dtype="<f4").tobytes(), NAMES, max_rows=10, encoder=ENCODER
         )
+
+
+def test_per_feature_arrays_give_the_rows_json_gives() -> None:
+    columns = {
+        "size": np.array([1.0, np.nan], dtype=np.float32),
+        "age": np.array([[30.0], [41.0]]),  # [B, 1] as well as [B]
+        "member": np.array([True, False]),
+    }
+    got = table_rows_from_columns(columns, NAMES, ENCODER)
+    np.testing.assert_array_equal(got.x, parsed([[1.0, 30.0, True], [None, 41.0, False]]).x)
+    with pytest.raises(Unprocessable, match="same number of rows"):
+        table_rows_from_columns(columns | {"age": np.array([1.0])}, NAMES, ENCODER)
+
+
+def test_per_feature_bytes_are_utf8_categories_and_none_is_missing() -> None:
+    encoder = Encoder(
+        Preprocessing(
+            missing_tokens=[],
+            features=[
+                CategoricalFeature(
+                    categories=["rød", "blå"], frequencies=[0.5, 0.4], other_rate=0.0, missing_rate=0.1
+                )
+            ],
+        )
+    )
+    got = table_rows_from_columns(
+        {"c": np.array(["rød".encode(), None, b"gr\xc3\xb8n"], dtype=object)}, ["c"], encoder
+    )
+    np.testing.assert_array_equal(got.x, [[1, 0, 0], [0, 0, 1], [0, 0, 0]])
+    with pytest.raises(Unprocessable, match=r"expected UTF-8 text for feature 'c' at row 0"):
+        table_rows_from_columns({"c": np.array([b"\xff"], dtype=object)}, ["c"], encoder)
