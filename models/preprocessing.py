@@ -39,6 +39,7 @@ INDICATOR_SUFFIX = ":missing"  # the missing indicator column of a numeric or bo
 # Vocabulary codes, the columnar form of a categorical value: an index into ``categories``, or these.
 SMALL_BATCH = 8  # up to this many rows ``encode`` runs in Python, beyond it in numpy
 FLOAT32_ROUNDS_TO_INF = 3.4028235677973366e38  # float32's largest value plus half a step: from here on, inf
+_NO_COLUMN = 2**40  # beyond any row's start + width: clipped to the scratch value
 UNSEEN = -1  # a category not in the vocabulary: pooled in training, or never seen there
 ABSENT = -2  # a missing value
 
@@ -170,6 +171,17 @@ class Encoder:
                     indicator_cols.append(col)
                     col += 1
         self._value_cols = np.array(value_cols, dtype=np.intp)
+        self._indicator_col_of = np.full(len(value_cols), -1, dtype=np.intp)  # per numeric feature; -1: none
+        self._indicator_col_of[indicator_of] = indicator_cols
+        # Per categorical feature, the input column of each code from ABSENT (-2) up: a flat lookup table.
+        table, code_offsets = [], []
+        for f_offset, other, missing, vocab in zip(
+            offsets, other_cols, missing_cols, self.vocabularies, strict=True
+        ):
+            code_offsets.append(len(table) - ABSENT)  # code c sits at table[offset + c]
+            table += [missing, other, *range(f_offset, f_offset + len(vocab))]
+        self._code_columns = np.array([c if c >= 0 else _NO_COLUMN for c in table], dtype=np.int64)
+        self._code_offsets = np.array(code_offsets, dtype=np.int64)
         self._fills = np.array(fills, dtype=np.float64)
         self._indicator_of = np.array(indicator_of, dtype=np.intp)
         self._indicator_cols = np.array(indicator_cols, dtype=np.intp)
@@ -197,17 +209,20 @@ class Encoder:
         flat = np.zeros(b * w + 1, dtype=np.float32)
         x = flat[: b * w].reshape(b, w)
         if len(self.numeric):
-            missing = np.isnan(numbers)  # (B, Fn)
-            x[:, self._value_cols] = np.where(missing, self._fills, numbers)
-            x[:, self._indicator_cols] = missing[:, self._indicator_of]
+            if numbers.flags.f_contiguous:  # each feature's values side by side: 3x faster column by column
+                for k, col in enumerate(self._value_cols.tolist()):
+                    x[:, col] = numbers[:, k]
+            else:
+                x[:, self._value_cols] = numbers
+            rows, k = np.nonzero(np.isnan(numbers))  # missing values are few: fix them where they are
+            x[rows, self._value_cols[k]] = self._fills[k]
+            has = self._indicator_col_of[k] >= 0
+            x[rows[has], self._indicator_col_of[k[has]]] = 1.0
         if len(self.categorical):
-            cols = np.where(
-                codes >= 0,
-                codes + self._offsets,
-                np.where(codes == ABSENT, self._missing_cols, self._other_cols),
-            )  # (B, Fc): the one hot column of each value, -1 for none
+            # Each feature's codes (ABSENT = -2 .. K - 1) index its slice of one table of input columns.
+            cols = self._code_columns[codes + self._code_offsets]  # (B, Fc); _NO_COLUMN: none
             starts = np.arange(0, b * w, w)[:, None]  # (B, 1)
-            flat[np.where(cols >= 0, starts + cols, b * w)] = 1.0
+            flat[np.minimum(starts + cols, b * w)] = 1.0
         return x
 
     def _encode_few(self, numbers: np.ndarray, codes: np.ndarray) -> np.ndarray:

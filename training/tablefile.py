@@ -92,7 +92,9 @@ def _read_csv(
         raise DataError(f"{path}: not UTF-8 text (column {binary[0]!r} holds bytes that are not UTF-8)")
     if table.num_rows == 0:
         raise DataError(f"{path}: the file has a header row but no data rows")
-    return table.to_pandas()
+    return table.to_pandas(
+        split_blocks=True
+    )  # no consolidation into 2-D blocks: the columns are used one by one
 
 
 def _check_header(path: Path, names: list[str]) -> None:
