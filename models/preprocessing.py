@@ -174,7 +174,8 @@ class Encoder:
         self._indicator_col_of = np.full(len(value_cols), -1, dtype=np.intp)  # per numeric feature; -1: none
         self._indicator_col_of[indicator_of] = indicator_cols
         # Per categorical feature, the input column of each code from ABSENT (-2) up: a flat lookup table.
-        table, code_offsets = [], []
+        table: list[int] = []
+        code_offsets: list[int] = []
         for f_offset, other, missing, vocab in zip(
             offsets, other_cols, missing_cols, self.vocabularies, strict=True
         ):
@@ -210,8 +211,8 @@ class Encoder:
         x = flat[: b * w].reshape(b, w)
         if len(self.numeric):
             if numbers.flags.f_contiguous:  # each feature's values side by side: 3x faster column by column
-                for k, col in enumerate(self._value_cols.tolist()):
-                    x[:, col] = numbers[:, k]
+                for j, col in enumerate(self._value_cols.tolist()):
+                    x[:, col] = numbers[:, j]
             else:
                 x[:, self._value_cols] = numbers
             rows, k = np.nonzero(np.isnan(numbers))  # missing values are few: fix them where they are
