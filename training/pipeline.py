@@ -18,24 +18,64 @@ from torch import nn
 
 from models import CNNConfig, LayerSpec, MLPConfig, build_network, cnn_layers, mlp_layers, save_artifact
 from models.layers import Rescale, Standardize
+from models.manifest import BNStatistics
+from training import distributed
 from training.config import TrainConfig
 from training.data import Dataset, load_data, split_dataset
+from training.distributed import ALONE, Ranks
 from training.engine import fit, resolve_device
 from training.errors import ConfigError
+from training.precise_bn import recompute_bn_statistics
 
 
 def train(cfg: TrainConfig) -> Path:
     """Gives back the directory of the artifact trained as ``cfg`` says.
 
     Raises ``DataError`` or ``ConfigError`` before training starts, and ``TrainingDivergedError`` when
-    training produces NaN/inf; in every failure nothing is written.
+    training produces NaN/inf; in every failure nothing is written. Launched by torchrun, every rank trains
+    its share (docs/DISTRIBUTED.md), rank 0 writes the artifact once every rank has finished, and every rank
+    gives back its path; a failure on any rank raises on all of them.
     """
     device = resolve_device(cfg.device)
-    dataset = load_data(cfg)
-    train_ds, val_ds = split_dataset(dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    model, layers = build_model(cfg, train_ds)
-    metrics = fit(model, train_ds, val_ds, cfg, device=device)
-    return export_artifact(cfg, model, layers, train_ds, val_ds, metrics, device=device)
+    distributed.check_sync_bn(cfg.sync_bn, device)
+    with distributed.session(device) as ranks:
+        device = ranks.device(device)
+        try:
+            distributed.check_batch_size(cfg.batch_size, ranks)
+            dataset = load_data(cfg)
+            train_ds, val_ds = split_dataset(dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
+            distributed.check_same_data(train_ds.features, train_ds.target, ranks)
+            model, layers = build_model(cfg, train_ds)
+        except Exception as error:
+            ranks.agree(error)
+            raise
+        ranks.agree(None)
+        if ranks.rank:
+            torch.manual_seed(cfg.seed + ranks.rank)  # own dropout masks; DDP gave every rank rank 0's weights
+        if cfg.sync_bn:
+            distributed.convert_sync_batchnorm(model)
+        distributed.install_test_fault(model, ranks)
+        metrics = fit(model, train_ds, val_ds, cfg, device=device, ranks=ranks)
+        distributed.revert_sync_batchnorm(model)
+        bn_statistics = finish_bn_statistics(cfg, model, train_ds, device=device, ranks=ranks)
+        ranks.agree(None)  # every rank finished: only now is the artifact written
+        out_dir = artifact_dir(cfg)
+        if ranks.is_main:
+            export_artifact(
+                cfg, model, layers, train_ds, val_ds, metrics, device=device, bn_statistics=bn_statistics
+            )
+        ranks.agree(None)  # rank 0 wrote it: the others may now exit 0
+        return out_dir
+
+
+def finish_bn_statistics(
+    cfg: TrainConfig, model: nn.Module, train: Dataset, *, device: torch.device, ranks: Ranks = ALONE
+) -> BNStatistics:
+    """Gives back the manifest's ``bn_statistics``, after recomputing them when ``cfg.bn_stats`` is precise."""
+    if cfg.bn_stats == "ema":
+        return BNStatistics(kind="ema", world_size=ranks.world_size)
+    gaps = recompute_bn_statistics(model, train.features, device=device, ranks=ranks)
+    return BNStatistics(kind="precise", world_size=ranks.world_size, ema_gap=gaps)
 
 
 def model_kind(cfg: TrainConfig, data: Dataset) -> str:
@@ -118,9 +158,10 @@ def export_artifact(
     metrics: dict[str, float],
     *,
     device: str | torch.device,
+    bn_statistics: BNStatistics | None = None,
 ) -> Path:
     """Gives back the artifact directory (``cfg.out_dir``, default ``artifacts/<name>``), written atomically."""
-    out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else Path("artifacts") / cfg.source_name
+    out_dir = artifact_dir(cfg)
     name = cfg.name or cfg.source_name
     return save_artifact(
         out_dir,
@@ -135,7 +176,12 @@ def export_artifact(
         target_name=train.target_name,
         training=training_record(cfg, train, val, device=device, out_dir=out_dir, name=name),
         metrics=metrics,
+        bn_statistics=bn_statistics,
     )
+
+
+def artifact_dir(cfg: TrainConfig) -> Path:
+    return Path(cfg.out_dir) if cfg.out_dir is not None else Path("artifacts") / cfg.source_name
 
 
 def training_record(

@@ -1,0 +1,325 @@
+"""Training on several processes: torchrun's ranks, DDP, SyncBN, and one failing rank stopping them all.
+
+    torchrun --nproc-per-node 2 -m training --dataset digits --out artifacts/digits
+
+``train(cfg)`` joins a process group whenever the environment holds what torchrun sets (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``): gloo on the CPU, NCCL on CUDA. Every rank
+reads the same data and draws the same global batches; each trains on its share of every batch, so
+``batch_size``, ``lr`` and ``epochs`` mean what they mean in one process. docs/DISTRIBUTED.md has the details.
+
+A failure on one rank ends every rank: errors while preparing (options, data) are exchanged, so rank 0
+reports the first failing rank's message; a rank failing mid-training records its message in the
+rendezvous store and closes its connections, so the others leave their collective and report it too.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
+
+from training.errors import ConfigError, DataError, RankFailedError, TrainingError
+
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# Collectives here take milliseconds; a rank silent this long is gone (the default is 30 minutes).
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=5)
+# How long a failing rank keeps the rendezvous store up for the others to read its message.
+FAILURE_GRACE_S = 10.0
+FAULT_VARIABLE = "BNSERVE_TEST_FAULT"  # for tests only: "<rank>:<epoch>:error|nan", see docs/DISTRIBUTED.md
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands among the processes training one network (world_size 1: alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    store: dist.Store | None = None  # this run's keys in the rendezvous store; None when not launched
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def launched(self) -> bool:
+        return self.store is not None
+
+    def device(self, device: torch.device) -> torch.device:
+        """Gives back this rank's device: its own GPU (``cuda:LOCAL_RANK``) on CUDA."""
+        if device.type == "cuda" and self.launched:
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def local_rows(self, batch: torch.Tensor) -> torch.Tensor:
+        """Gives back this rank's rows of a global batch: every ``world_size``-th, from ``rank`` on (as
+        ``torch.utils.data.DistributedSampler`` shards), so the ranks' shares differ by at most one row."""
+        return batch[self.rank :: self.world_size] if self.world_size > 1 else batch
+
+    def loss_weight(self, local_rows: int, global_rows: int) -> float:
+        """Gives back the factor on this rank's mean loss that makes DDP's average of the ranks' gradients
+        the gradient of the mean loss over the whole global batch, however unevenly it split."""
+        return local_rows * self.world_size / global_rows
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Gives back ``t`` summed over every rank, in place."""
+        if self.launched:
+            dist.all_reduce(t)
+        return t
+
+    def share_buffers(self, model: nn.Module) -> None:
+        """Copies rank 0's buffers (BN statistics) to every rank, as DDP does before each training forward."""
+        if self.launched:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """Gives back ``model`` under DDP when launched, else ``model`` itself."""
+        if not self.launched:
+            return model
+        device = next(model.parameters()).device
+        return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+    def agree(self, error: BaseException | None) -> None:
+        """Raises on every rank when ``error`` is set on any rank (call it on every rank at the same point).
+
+        Rank 0 raises the first failing rank's error; the other ranks raise a ``RankFailedError`` naming it.
+        """
+        if not self.launched:
+            if error is not None:
+                raise error
+            return
+        messages: list[str | None] = [None] * self.world_size
+        dist.all_gather_object(messages, None if error is None else describe(error))
+        failed = [r for r, message in enumerate(messages) if message is not None]
+        if not failed:
+            return
+        first = failed[0]
+        if self.is_main and first == 0 and isinstance(error, TrainingError):
+            agreed: TrainingError = type(error)(f"{self.name()}: {error}")
+        else:
+            agreed = RankFailedError(first, self.world_size, str(messages[first]))
+        agreed.every_rank_knows = True  # type: ignore[attr-defined]
+        raise agreed from error
+
+    def name(self, rank: int | None = None) -> str:
+        return f"rank {self.rank if rank is None else rank} of {self.world_size}"
+
+
+ALONE = Ranks()
+
+
+def describe(error: BaseException) -> str:
+    """Gives back one line for ``error``: its message, with the type for errors that are not ours."""
+    return str(error) if isinstance(error, TrainingError) else f"{type(error).__name__}: {error}"
+
+
+def launched() -> bool:
+    """True when torchrun (or a launcher setting the same variables) started this process."""
+    return all(v in os.environ for v in LAUNCH_VARIABLES)
+
+
+def launch_rank() -> int:
+    """Gives back this process's rank as the launcher set it (0 when not launched)."""
+    return int(os.environ.get("RANK", "0")) if launched() else 0
+
+
+def reports(error: BaseException) -> bool:
+    """True when this process should print ``error``: rank 0 reports every rank's failure, and a rank that
+    failed on its own mid-training reports it too (rank 0 may not be there to); the others stay quiet."""
+    return launch_rank() == 0 or getattr(error, "failed_here", False)
+
+
+@contextmanager
+def session(device: torch.device) -> Iterator[Ranks]:
+    """Yields this process's ``Ranks`` inside a process group joined from torchrun's environment (``ALONE``
+    when not launched), and leaves the group on the way out.
+
+    An exception raised on this rank is recorded for the other ranks (who stop with it) before it
+    propagates; one a collective raises because another rank failed becomes that rank's ``RankFailedError``.
+    """
+    if not launched():
+        yield ALONE
+        return
+    if dist.is_initialized():
+        raise ConfigError(
+            "a process group is already initialized: train() joins its own from torchrun's environment; "
+            "call it before init_process_group (or after destroy_process_group)"
+        )
+    ranks = _join(device)
+    try:
+        yield ranks
+    except Exception as error:
+        raise _stop(ranks, error) from error
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _join(device: torch.device) -> Ranks:
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)  # NCCL needs each rank on its own GPU before the first collective
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=COLLECTIVE_TIMEOUT))
+    dist.init_process_group(
+        "nccl" if device.type == "cuda" else "gloo",
+        store=store,
+        rank=rank,
+        world_size=world_size,
+        timeout=COLLECTIVE_TIMEOUT,
+    )
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    return Ranks(rank, world_size, local_rank, dist.PrefixStore(f"bnserve/{run_id}/", store))
+
+
+def _stop(ranks: Ranks, error: Exception) -> Exception:
+    """Gives back the error this rank ends with, after telling the others (see ``session``)."""
+    assert ranks.store is not None
+    if getattr(error, "every_rank_knows", False):  # from agree()
+        return error
+    if isinstance(error, TrainingError) and "training diverged" in str(error):
+        # The losses are summed over ranks and the weights are shared: every rank diverged at once.
+        return error if ranks.is_main else RankFailedError(0, ranks.world_size, str(error))
+    other = _failed_rank(ranks, wait=0.0 if isinstance(error, TrainingError) else 3.0)
+    if other is not None:
+        _done(ranks)
+        return RankFailedError(other[0], ranks.world_size, other[1])
+    if not isinstance(error, TrainingError):
+        traceback.print_exc()  # an unexpected error: keep its traceback on the rank where it happened
+    ranks.store.set(f"failed/{ranks.rank}", describe(error))
+    dist.destroy_process_group()  # closes this rank's connections: the others' collectives fail now
+    _done(ranks)
+    deadline = time.monotonic() + FAILURE_GRACE_S
+    while ranks.store.add("done", 0) < ranks.world_size and time.monotonic() < deadline:
+        time.sleep(0.05)
+    own: TrainingError
+    if isinstance(error, TrainingError):
+        own = type(error)(f"{ranks.name()}: {error}")
+    else:
+        own = RankFailedError(ranks.rank, ranks.world_size, describe(error))
+    own.failed_here = True  # type: ignore[attr-defined]
+    return own
+
+
+def _failed_rank(ranks: Ranks, *, wait: float) -> tuple[int, str] | None:
+    """Gives back the lowest other rank that recorded a failure and its message, waiting up to ``wait`` s."""
+    assert ranks.store is not None
+    keys = {r: f"failed/{r}" for r in range(ranks.world_size) if r != ranks.rank}
+    deadline = time.monotonic() + wait
+    while True:
+        for r, key in keys.items():
+            try:
+                if ranks.store.check([key]):
+                    return r, ranks.store.get(key).decode()
+            except RuntimeError:  # the store went away with the rank that hosted it
+                return None
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+def _done(ranks: Ranks) -> None:
+    assert ranks.store is not None
+    try:
+        ranks.store.add("done", 1)
+    except RuntimeError:
+        pass
+
+
+def check_batch_size(batch_size: int, ranks: Ranks) -> None:
+    """Raises ``ConfigError`` when a global batch cannot give every rank the 2 rows BN needs."""
+    if batch_size < 2 * ranks.world_size:
+        raise ConfigError(
+            f"batch_size is the global batch, shared by all {ranks.world_size} ranks: it must be at least "
+            f"{2 * ranks.world_size} so that each rank's BN sees 2 rows, got {batch_size}"
+        )
+
+
+def check_same_data(features: np.ndarray, target: np.ndarray, ranks: Ranks) -> None:
+    """Raises ``DataError`` on a rank whose training split differs from rank 0's (another file on its node)."""
+    if not ranks.launched:
+        return
+    digest = hashlib.sha256(features.tobytes() + target.tobytes()).hexdigest()
+    digests: list[str | None] = [None] * ranks.world_size
+    dist.all_gather_object(digests, digest)
+    if digest != digests[0]:
+        raise DataError(
+            f"this rank's training split (SHA-256 {digest[:12]}) differs from rank 0's ({str(digests[0])[:12]}): "
+            "every rank must read the same data with the same --seed and --val-fraction"
+        )
+
+
+def check_sync_bn(sync_bn: bool, device: torch.device) -> None:
+    """Raises ``ConfigError`` when SyncBatchNorm is asked for on a device where it cannot run."""
+    if sync_bn and device.type != "cuda":
+        raise ConfigError(
+            f"sync_bn needs CUDA, but this run trains on {device.type}: PyTorch's SyncBatchNorm gathers batch "
+            "statistics only on GPUs (NCCL), and on the CPU (gloo) its first training forward raises. Leave "
+            "--sync-bn off (each rank then normalizes by its own share of the batch) and use --bn-stats precise "
+            "to export population statistics of the whole training split"
+        )
+
+
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Gives back ``model`` with every BN layer replaced by a ``SyncBatchNorm`` holding the same tensors."""
+    kinds = {name: type(m) for name, m in model.named_modules() if isinstance(m, _BatchNorm)}
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, m in synced.named_modules():
+        if isinstance(m, nn.SyncBatchNorm):
+            m.plain_type = kinds[name]  # SyncBatchNorm takes any rank of input: remember the export type
+    return synced
+
+
+def revert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Gives back ``model`` with every ``SyncBatchNorm`` turned back into the BN layer it replaced."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            plain: _BatchNorm = child.plain_type(
+                child.num_features, eps=child.eps, momentum=child.momentum, affine=child.affine
+            )
+            plain.load_state_dict(child.state_dict())
+            plain.to(next(child.buffers()).device).train(child.training)
+            setattr(model, name, plain)
+        else:
+            revert_sync_batchnorm(child)
+    return model
+
+
+def install_test_fault(model: nn.Module, ranks: Ranks) -> None:
+    """For tests only: makes one rank fail at one training step, as ``BNSERVE_TEST_FAULT`` says.
+
+    ``<rank>:<step>:error`` raises at the start of that training step (1-based, counted over all epochs);
+    ``<rank>:<step>:nan`` feeds that step NaN inputs.
+    """
+    spec = os.environ.get(FAULT_VARIABLE)
+    if not spec:
+        return
+    rank, step, kind = spec.split(":")
+    if int(rank) != ranks.rank:
+        return
+    steps = 0
+
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...] | None:
+        nonlocal steps
+        if not module.training:
+            return None
+        steps += 1
+        if steps != int(step):
+            return None
+        if kind == "nan":
+            return (args[0] * float("nan"),)
+        raise RuntimeError(f"injected failure at training step {steps} ({FAULT_VARIABLE}={spec})")
+
+    model.register_forward_pre_hook(hook)
