@@ -9,17 +9,20 @@ reads the same data and draws the same global batches; each trains on its share 
 
 A failure on one rank ends every rank: errors while preparing (options, data) are exchanged, so rank 0
 reports the first failing rank's message; a rank failing mid-training records its message in the
-rendezvous store and closes its connections, so the others leave their collective and report it too.
+rendezvous store, where a watchdog thread on every other rank finds it and ends that rank.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
+import sys
+import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -37,6 +40,9 @@ LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=5)
 # How long a failing rank keeps the rendezvous store up for the others to read its message.
 FAILURE_GRACE_S = 10.0
+FAILURE_KEY = "failure"  # "<rank>\n<message>" of the first rank that failed
+RELEASED_KEY = "released"  # set by the failed rank once the others have read FAILURE_KEY
+WATCH_INTERVAL_S = 0.5
 FAULT_VARIABLE = "BNSERVE_TEST_FAULT"  # for tests only: "<rank>:<epoch>:error|nan", see docs/DISTRIBUTED.md
 
 
@@ -147,8 +153,9 @@ def session(device: torch.device) -> Iterator[Ranks]:
     """Yields this process's ``Ranks`` inside a process group joined from torchrun's environment (``ALONE``
     when not launched), and leaves the group on the way out.
 
-    An exception raised on this rank is recorded for the other ranks (who stop with it) before it
-    propagates; one a collective raises because another rank failed becomes that rank's ``RankFailedError``.
+    An exception raised on this rank is recorded in the rendezvous store before it propagates; a watchdog
+    thread on every other rank sees it within half a second and ends that rank (exit status 1), wherever
+    it waits, rank 0 printing the failed rank's message first.
     """
     if not launched():
         yield ALONE
@@ -159,13 +166,15 @@ def session(device: torch.device) -> Iterator[Ranks]:
             "call it before init_process_group (or after destroy_process_group)"
         )
     ranks = _join(device)
+    watchdog = Watchdog(ranks)
     try:
         yield ranks
     except Exception as error:
+        watchdog.stop()
         raise _stop(ranks, error) from error
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        watchdog.stop()
+        dist.destroy_process_group()
 
 
 def _join(device: torch.device) -> Ranks:
@@ -184,26 +193,71 @@ def _join(device: torch.device) -> Ranks:
     return Ranks(rank, world_size, local_rank, dist.PrefixStore(f"bnserve/{run_id}/", store))
 
 
+class Watchdog:
+    """Ends this process once another rank has recorded a failure (``FAILURE_KEY`` in the store).
+
+    A thread, because the main thread may be inside a collective that never returns: gloo only notices a
+    peer's death when its process exits, NCCL not until the timeout.
+    """
+
+    def __init__(self, ranks: Ranks) -> None:
+        self.ranks = ranks
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="bnserve-rank-watchdog", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _watch(self) -> None:
+        store = self.ranks.store
+        assert store is not None
+        while not self.stopped.wait(WATCH_INTERVAL_S):
+            try:
+                failure = store.get(FAILURE_KEY).decode() if store.check([FAILURE_KEY]) else None
+            except RuntimeError:  # the store went away: the main thread's next collective fails too
+                return
+            if failure is None or self.stopped.is_set():
+                continue
+            rank, message = failure.split("\n", 1)
+            if int(rank) == self.ranks.rank:
+                continue
+            if self.ranks.is_main:
+                print(
+                    f"python -m training: error: {RankFailedError(int(rank), self.ranks.world_size, message)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            _count_done(store)
+            if _hosts_store(self.ranks):  # the failed rank is still waiting on it: let it go first
+                _wait_for(lambda: store.check([RELEASED_KEY]), FAILURE_GRACE_S)
+            os._exit(1)  # nothing is half-written: only rank 0 writes, atomically, after every rank finished
+
+
 def _stop(ranks: Ranks, error: Exception) -> Exception:
     """Gives back the error this rank ends with, after telling the others (see ``session``)."""
-    assert ranks.store is not None
+    store = ranks.store
+    assert store is not None
     if getattr(error, "every_rank_knows", False):  # from agree()
         return error
     if isinstance(error, TrainingError) and "training diverged" in str(error):
         # The losses are summed over ranks and the weights are shared: every rank diverged at once.
         return error if ranks.is_main else RankFailedError(0, ranks.world_size, str(error))
-    other = _failed_rank(ranks, wait=0.0 if isinstance(error, TrainingError) else 3.0)
-    if other is not None:
-        _done(ranks)
-        return RankFailedError(other[0], ranks.world_size, other[1])
+    try:
+        first = store.compare_set(FAILURE_KEY, "", f"{ranks.rank}\n{describe(error)}").decode()
+    except RuntimeError:  # the store went away with the rank that hosted it: that rank failed first
+        return error
+    rank, message = first.split("\n", 1)
+    if int(rank) != ranks.rank:  # another rank failed first; this error follows from it
+        _count_done(store)
+        return RankFailedError(int(rank), ranks.world_size, message)
     if not isinstance(error, TrainingError):
         traceback.print_exc()  # an unexpected error: keep its traceback on the rank where it happened
-    ranks.store.set(f"failed/{ranks.rank}", describe(error))
-    dist.destroy_process_group()  # closes this rank's connections: the others' collectives fail now
-    _done(ranks)
-    deadline = time.monotonic() + FAILURE_GRACE_S
-    while ranks.store.add("done", 0) < ranks.world_size and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # Wait for the others to read the message: the store may live in this process (rank 0 without
+    # torchrun), and torchrun ends the other ranks as soon as this one exits.
+    _wait_for(lambda: _count_done(store, 0) >= ranks.world_size - 1, FAILURE_GRACE_S)
+    with contextlib.suppress(RuntimeError):
+        store.set(RELEASED_KEY, "1")
     own: TrainingError
     if isinstance(error, TrainingError):
         own = type(error)(f"{ranks.name()}: {error}")
@@ -213,29 +267,29 @@ def _stop(ranks: Ranks, error: Exception) -> Exception:
     return own
 
 
-def _failed_rank(ranks: Ranks, *, wait: float) -> tuple[int, str] | None:
-    """Gives back the lowest other rank that recorded a failure and its message, waiting up to ``wait`` s."""
-    assert ranks.store is not None
-    keys = {r: f"failed/{r}" for r in range(ranks.world_size) if r != ranks.rank}
-    deadline = time.monotonic() + wait
-    while True:
-        for r, key in keys.items():
-            try:
-                if ranks.store.check([key]):
-                    return r, ranks.store.get(key).decode()
-            except RuntimeError:  # the store went away with the rank that hosted it
-                return None
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.05)
-
-
-def _done(ranks: Ranks) -> None:
-    assert ranks.store is not None
+def _count_done(store: dist.Store, add: int = 1) -> int:
+    """Gives back how many ranks have stopped because of another's failure (after adding ``add``); a large
+    number once the store is gone (its host stopped: nobody is left to wait for)."""
     try:
-        ranks.store.add("done", 1)
+        return int(store.add("done", add))
     except RuntimeError:
-        pass
+        return sys.maxsize
+
+
+def _hosts_store(ranks: Ranks) -> bool:
+    """True when the rendezvous store lives in this process: rank 0, unless torchrun's agent hosts it."""
+    return ranks.is_main and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+
+
+def _wait_for(ready: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if ready():
+                return
+        except RuntimeError:  # the store went away
+            return
+        time.sleep(0.05)
 
 
 def check_batch_size(batch_size: int, ranks: Ranks) -> None:
