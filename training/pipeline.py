@@ -22,10 +22,9 @@ from models.manifest import BNStatistics
 from training import distributed
 from training.config import TrainConfig
 from training.data import Dataset, load_data, split_dataset
-from training.distributed import ALONE, Ranks
 from training.engine import fit, resolve_device
 from training.errors import ConfigError
-from training.precise_bn import recompute_bn_statistics
+from training.precise_bn import finish_bn_statistics
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -57,7 +56,7 @@ def train(cfg: TrainConfig) -> Path:
         distributed.install_test_fault(model, ranks)
         metrics = fit(model, train_ds, val_ds, cfg, device=device, ranks=ranks)
         distributed.revert_sync_batchnorm(model)
-        bn_statistics = finish_bn_statistics(cfg, model, train_ds, device=device, ranks=ranks)
+        bn_statistics = finish_bn_statistics(cfg, model, train_ds, val_ds, metrics, device=device, ranks=ranks)
         ranks.agree(None)  # every rank finished: only now is the artifact written
         out_dir = artifact_dir(cfg)
         if ranks.is_main:
@@ -66,16 +65,6 @@ def train(cfg: TrainConfig) -> Path:
             )
         ranks.agree(None)  # rank 0 wrote it: the others may now exit 0
         return out_dir
-
-
-def finish_bn_statistics(
-    cfg: TrainConfig, model: nn.Module, train: Dataset, *, device: torch.device, ranks: Ranks = ALONE
-) -> BNStatistics:
-    """Gives back the manifest's ``bn_statistics``, after recomputing them when ``cfg.bn_stats`` is precise."""
-    if cfg.bn_stats == "ema":
-        return BNStatistics(kind="ema", world_size=ranks.world_size)
-    gaps = recompute_bn_statistics(model, train.features, device=device, ranks=ranks)
-    return BNStatistics(kind="precise", world_size=ranks.world_size, ema_gap=gaps)
 
 
 def model_kind(cfg: TrainConfig, data: Dataset) -> str:

@@ -22,10 +22,37 @@ import torch
 from torch import nn
 
 from models import batchnorm_layers
-from models.manifest import LayerStatisticsGap
+from models.manifest import BNStatistics, LayerStatisticsGap
+from training.config import TrainConfig
+from training.data import Dataset
 from training.distributed import ALONE, Ranks
+from training.engine import DeviceSplit, evaluate, loss_function
 
 CHUNK_ROWS = 4096  # rows per forward pass: bounds memory on large CSVs; the sums do not depend on it
+
+
+def finish_bn_statistics(
+    cfg: TrainConfig,
+    model: nn.Module,
+    train: Dataset,
+    val: Dataset,
+    metrics: dict[str, float],
+    *,
+    device: torch.device,
+    ranks: Ranks = ALONE,
+) -> BNStatistics:
+    """Gives back the manifest's ``bn_statistics``; with ``cfg.bn_stats`` precise, first recomputes them and
+    updates ``metrics`` in place: ``train_*`` and ``val_*`` then describe the exported network, and the
+    EMA's validation metrics are kept as ``ema_val_*``."""
+    if cfg.bn_stats == "ema":
+        return BNStatistics(kind="ema", world_size=ranks.world_size)
+    gaps = recompute_bn_statistics(model, train.features, device=device, ranks=ranks)
+    loss_fn = loss_function(model, train.task)
+    metrics |= {f"ema_{k}": v for k, v in metrics.items() if k.startswith("val_")}
+    for prefix, split in (("train", train), ("val", val)):
+        scores = evaluate(model, loss_fn, DeviceSplit.from_dataset(split, device))
+        metrics |= {f"{prefix}_{k}": v for k, v in scores.items()}
+    return BNStatistics(kind="precise", world_size=ranks.world_size, ema_gap=gaps)
 
 
 class _Measured(Exception):
