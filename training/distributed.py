@@ -25,6 +25,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from training.errors import ConfigError, DataError, RankFailedError, TrainingError
 
+T = TypeVar("T")
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # Collectives here take milliseconds; a rank silent this long is gone (the default is 30 minutes).
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=5)
@@ -97,6 +99,18 @@ class Ranks:
             return model
         device = next(model.parameters()).device
         return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+    def together(self, step: Callable[[], T]) -> T:
+        """Gives back ``step()``'s result once it succeeded on every rank; raises on every rank if it failed
+        on any (see ``agree``). ``step`` must make the same collectives on every rank, fail or not: none,
+        or all of them before anything that can fail."""
+        try:
+            result = step()
+        except Exception as error:
+            self.agree(error)
+            raise
+        self.agree(None)
+        return result
 
     def agree(self, error: BaseException | None) -> None:
         """Raises on every rank when ``error`` is set on any rank (call it on every rank at the same point).

@@ -22,6 +22,7 @@ from models.manifest import BNStatistics
 from training import distributed
 from training.config import TrainConfig
 from training.data import Dataset, load_data, split_dataset
+from training.distributed import Ranks
 from training.engine import fit, resolve_device
 from training.errors import ConfigError
 from training.precise_bn import finish_bn_statistics
@@ -39,16 +40,8 @@ def train(cfg: TrainConfig) -> Path:
     distributed.check_sync_bn(cfg.sync_bn, device)
     with distributed.session(device) as ranks:
         device = ranks.device(device)
-        try:
-            distributed.check_batch_size(cfg.batch_size, ranks)
-            dataset = load_data(cfg)
-            train_ds, val_ds = split_dataset(dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
-            distributed.check_same_data(train_ds.features, train_ds.target, ranks)
-            model, layers = build_model(cfg, train_ds)
-        except Exception as error:
-            ranks.agree(error)
-            raise
-        ranks.agree(None)
+        train_ds, val_ds, model, layers = ranks.together(lambda: prepare(cfg, ranks))
+        ranks.together(lambda: distributed.check_same_data(train_ds.features, train_ds.target, ranks))
         if ranks.rank:
             torch.manual_seed(cfg.seed + ranks.rank)  # own dropout masks; DDP gave every rank rank 0's weights
         if cfg.sync_bn:
@@ -65,6 +58,14 @@ def train(cfg: TrainConfig) -> Path:
             )
         ranks.agree(None)  # rank 0 wrote it: the others may now exit 0
         return out_dir
+
+
+def prepare(cfg: TrainConfig, ranks: Ranks) -> tuple[Dataset, Dataset, nn.Sequential, list[LayerSpec]]:
+    """Gives back the train and validation splits and the fresh model: the same on every rank."""
+    distributed.check_batch_size(cfg.batch_size, ranks)
+    train_ds, val_ds = split_dataset(load_data(cfg), val_fraction=cfg.val_fraction, seed=cfg.seed)
+    model, layers = build_model(cfg, train_ds)
+    return train_ds, val_ds, model, layers
 
 
 def model_kind(cfg: TrainConfig, data: Dataset) -> str:
