@@ -340,29 +340,26 @@ def check_sync_bn(sync_bn: bool, device: torch.device) -> None:
         )
 
 
-def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
-    """Gives back ``model`` with every BN layer replaced by a ``SyncBatchNorm`` holding the same tensors."""
+def convert_sync_batchnorm(model: nn.Module) -> dict[str, type[_BatchNorm]]:
+    """Replaces every BN layer of ``model`` by a ``SyncBatchNorm`` holding the same tensors; gives back
+    each replaced layer's name and class, for ``revert_sync_batchnorm``."""
     kinds = {name: type(m) for name, m in model.named_modules() if isinstance(m, _BatchNorm)}
-    synced = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    for name, m in synced.named_modules():
-        if isinstance(m, nn.SyncBatchNorm):
-            m.plain_type = kinds[name]  # SyncBatchNorm takes any rank of input: remember the export type
-    return synced
+    if nn.SyncBatchNorm.convert_sync_batchnorm(model) is not model:
+        raise ConfigError("sync_bn needs a network whose top module is not itself a BN layer")
+    return kinds
 
 
-def revert_sync_batchnorm(model: nn.Module) -> nn.Module:
-    """Gives back ``model`` with every ``SyncBatchNorm`` turned back into the BN layer it replaced."""
-    for name, child in model.named_children():
-        if isinstance(child, nn.SyncBatchNorm):
-            plain: _BatchNorm = child.plain_type(
-                child.num_features, eps=child.eps, momentum=child.momentum, affine=child.affine
-            )
-            plain.load_state_dict(child.state_dict())
-            plain.to(next(child.buffers()).device).train(child.training)
-            setattr(model, name, plain)
-        else:
-            revert_sync_batchnorm(child)
-    return model
+def revert_sync_batchnorm(model: nn.Module, kinds: dict[str, type[_BatchNorm]]) -> None:
+    """Turns every ``SyncBatchNorm`` named in ``kinds`` back into the BN layer it replaced, same tensors."""
+    for name, kind in kinds.items():
+        parent_name, _, child_name = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        synced = parent.get_submodule(child_name)
+        assert isinstance(synced, nn.SyncBatchNorm)
+        plain = kind(synced.num_features, eps=synced.eps, momentum=synced.momentum, affine=synced.affine)
+        plain.load_state_dict(synced.state_dict())
+        plain.to(next(synced.buffers()).device).train(synced.training)
+        setattr(parent, child_name, plain)
 
 
 def install_test_fault(model: nn.Module, ranks: Ranks) -> None:

@@ -43,13 +43,16 @@ def train(cfg: TrainConfig) -> Path:
         train_ds, val_ds, model, layers = ranks.together(lambda: prepare(cfg, ranks))
         ranks.together(lambda: distributed.check_same_data(train_ds.features, train_ds.target, ranks))
         if ranks.rank:
-            torch.manual_seed(cfg.seed + ranks.rank)  # own dropout masks; DDP gave every rank rank 0's weights
-        if cfg.sync_bn:
-            distributed.convert_sync_batchnorm(model)
+            torch.manual_seed(
+                cfg.seed + ranks.rank
+            )  # own dropout masks; DDP gave every rank rank 0's weights
+        synced = distributed.convert_sync_batchnorm(model) if cfg.sync_bn else {}
         distributed.install_test_fault(model, ranks)
         metrics = fit(model, train_ds, val_ds, cfg, device=device, ranks=ranks)
-        distributed.revert_sync_batchnorm(model)
-        bn_statistics = finish_bn_statistics(cfg, model, train_ds, val_ds, metrics, device=device, ranks=ranks)
+        distributed.revert_sync_batchnorm(model, synced)
+        bn_statistics = finish_bn_statistics(
+            cfg, model, train_ds, val_ds, metrics, device=device, ranks=ranks
+        )
         ranks.agree(None)  # every rank finished: only now is the artifact written
         out_dir = artifact_dir(cfg)
         if ranks.is_main:

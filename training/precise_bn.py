@@ -17,6 +17,8 @@ rounding. ``num_batches_tracked`` keeps counting the training batches.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import nn
@@ -80,25 +82,7 @@ def recompute_bn_statistics(
         ema_mean, ema_var = bn.running_mean.double().clone(), bn.running_var.double().clone()
         # Sums of (x - shift) keep E[x²] - E[x]² from cancelling; the EMA is the same on every rank.
         shift = ema_mean
-        sums = torch.zeros(3, bn.num_features, dtype=torch.float64, device=device)  # count, Σd, Σd²
-
-        def accumulate(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            x = args[0]  # (B, C) or (B, C, H, W)
-            d = x.transpose(0, 1).reshape(x.shape[1], -1).double() - shift[:, None]  # (C, values)
-            sums[0] += d.shape[1]
-            sums[1] += d.sum(dim=1)
-            sums[2] += d.square().sum(dim=1)
-            raise _Measured
-
-        handle = bn.register_forward_pre_hook(accumulate)
-        try:
-            for chunk in rows.split(chunk_rows):
-                try:
-                    model(chunk.to(device))
-                except _Measured:
-                    pass
-        finally:
-            handle.remove()
+        sums = _shifted_sums(model, bn, rows, shift, device=device, chunk_rows=chunk_rows)
         count, sum_d, sum_d2 = ranks.sum(sums)
         mean_d = sum_d / count
         var = (sum_d2 / count - mean_d.square()).clamp_min(0)
@@ -106,6 +90,37 @@ def recompute_bn_statistics(
         bn.running_var.copy_(var)
         gaps.append(statistics_gap(name, ema_mean, ema_var, shift + mean_d, var, bn.eps))
     return gaps
+
+
+def _shifted_sums(
+    model: nn.Module,
+    bn: nn.Module,
+    rows: torch.Tensor,
+    shift: torch.Tensor,
+    *,
+    device: torch.device,
+    chunk_rows: int,
+) -> torch.Tensor:
+    """Gives back (3, C) float64: per channel of ``bn``'s input over ``rows``, the count, Σd and Σd²
+    of d = x - shift. Each forward pass stops at ``bn``."""
+    sums = torch.zeros(3, len(shift), dtype=torch.float64, device=device)
+
+    def accumulate(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0]  # (B, C) or (B, C, H, W)
+        d = x.transpose(0, 1).reshape(x.shape[1], -1).double() - shift[:, None]  # (C, values)
+        sums[0] += d.shape[1]
+        sums[1] += d.sum(dim=1)
+        sums[2] += d.square().sum(dim=1)
+        raise _Measured
+
+    handle = bn.register_forward_pre_hook(accumulate)
+    try:
+        for chunk in rows.split(chunk_rows):
+            with contextlib.suppress(_Measured):
+                model(chunk.to(device))
+    finally:
+        handle.remove()
+    return sums
 
 
 def statistics_gap(

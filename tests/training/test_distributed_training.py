@@ -27,7 +27,9 @@ def val_accuracy(artifact_dir: Path) -> tuple[float, float]:
     """Gives back the reloaded network's validation accuracy, recomputed here, and the manifest's."""
     artifact = load_artifact(artifact_dir)
     t = artifact.manifest.training
-    _, val = split_dataset(load_data(TrainConfig(dataset=t["dataset"])), val_fraction=t["val_fraction"], seed=t["seed"])
+    _, val = split_dataset(
+        load_data(TrainConfig(dataset=t["dataset"])), val_fraction=t["val_fraction"], seed=t["seed"]
+    )
     with torch.inference_mode():
         predicted = artifact.model(torch.from_numpy(val.features)).argmax(dim=1).numpy()
     return float((predicted == val.target).mean()), artifact.manifest.metrics["val_accuracy"]
@@ -79,7 +81,9 @@ def test_precise_statistics_from_one_and_two_ranks_agree_within_1e_5(
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     alone = load_artifact(breast_cancer_artifact)
     t = alone.manifest.training
-    train_ds, _ = split_dataset(load_data(TrainConfig(dataset=t["dataset"])), val_fraction=t["val_fraction"], seed=t["seed"])
+    train_ds, _ = split_dataset(
+        load_data(TrainConfig(dataset=t["dataset"])), val_fraction=t["val_fraction"], seed=t["seed"]
+    )
     recompute_bn_statistics(alone.model, train_ds.features, device=torch.device("cpu"))
     one_rank = alone.model.state_dict()
     ema = load_artifact(breast_cancer_artifact).model.state_dict()
@@ -119,7 +123,8 @@ def test_torchrun_ends_every_rank_when_one_fails(tmp_path: Path) -> None:
     out = tmp_path / "artifacts" / "bc"
 
     result = torchrun(
-        ["--dataset", "breast_cancer", "--epochs", "3", "--out", str(out)], env={"BNSERVE_TEST_FAULT": "0:5:error"}
+        ["--dataset", "breast_cancer", "--epochs", "3", "--out", str(out)],
+        env={"BNSERVE_TEST_FAULT": "0:5:error"},
     )
 
     assert result.returncode != 0
@@ -151,7 +156,9 @@ def test_bad_data_on_one_rank_is_reported_by_rank_0_and_nothing_is_written(
 
     results = by_hand(
         [
-            training_args("--csv", str(csv), "--target", "sick", "--out", str(out), "--epochs", "2", "--batch-size", "8")
+            training_args(
+                "--csv", str(csv), "--target", "sick", "--out", str(out), "--epochs", "2", "--batch-size", "8"
+            )
             for csv in (good, other)
         ]
     )

@@ -37,13 +37,21 @@ CASES: dict[str, dict[str, Any]] = {
 
 
 def trained(tmp_path: Path, case: str, bn_stats: str) -> Path:
-    cfg = TrainConfig(out_dir=str(tmp_path / f"{case}-{bn_stats}"), progress=False, device="cpu", bn_stats=bn_stats, **CASES[case])
+    cfg = TrainConfig(
+        out_dir=str(tmp_path / f"{case}-{bn_stats}"),
+        progress=False,
+        device="cpu",
+        bn_stats=bn_stats,
+        **CASES[case],
+    )
     return train(cfg)
 
 
 def training_split(manifest: Manifest) -> np.ndarray:
     t = manifest.training
-    train_ds, _ = split_dataset(load_data(TrainConfig(dataset=t["dataset"])), val_fraction=t["val_fraction"], seed=t["seed"])
+    train_ds, _ = split_dataset(
+        load_data(TrainConfig(dataset=t["dataset"])), val_fraction=t["val_fraction"], seed=t["seed"]
+    )
     return train_ds.features
 
 
@@ -55,7 +63,9 @@ def inference_inputs(model: nn.Module, rows: np.ndarray) -> dict[str, np.ndarray
 
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...], name: str = name) -> None:
             x = args[0].double().numpy()
-            seen[name] = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])  # (N, C) or (N, C, H, W) -> (values, C)
+            seen[name] = np.moveaxis(x, 1, -1).reshape(
+                -1, x.shape[1]
+            )  # (N, C) or (N, C, H, W) -> (values, C)
 
         handles.append(bn.register_forward_pre_hook(hook))
     with torch.inference_mode():
@@ -77,8 +87,12 @@ def test_precise_statistics_are_the_numpy_population_mean_and_variance_of_each_l
     assert list(inputs) == [b.name for b in artifact.batchnorm]
     for name, values in inputs.items():
         assert len(values) == len(rows) * (64 if case == "cnn" else 1)  # conv: N·H·W on 8x8 feature maps
-        np.testing.assert_allclose(state[f"{name}.running_mean"].numpy(), values.mean(axis=0), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(state[f"{name}.running_var"].numpy(), values.var(axis=0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            state[f"{name}.running_mean"].numpy(), values.mean(axis=0), rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            state[f"{name}.running_var"].numpy(), values.var(axis=0), rtol=1e-5, atol=1e-6
+        )
     assert {b.statistics for b in artifact.batchnorm} == {"precise"}
 
 
@@ -101,8 +115,12 @@ def test_the_manifest_says_precise_with_the_emas_gap_and_only_the_statistics_cha
         eps = 1e-5
         m0, v0 = (before[f"{gap.layer}.{s}"].double() for s in ("running_mean", "running_var"))
         m1, v1 = (after[f"{gap.layer}.{s}"].double() for s in ("running_mean", "running_var"))
-        assert gap.max_abs_mean_shift == pytest.approx(float(((m0 - m1).abs() / (v1 + eps).sqrt()).max()), rel=1e-4)
-        assert gap.max_abs_log_var_ratio == pytest.approx(float(((v0 + eps) / (v1 + eps)).log().abs().max()), rel=1e-4)
+        assert gap.max_abs_mean_shift == pytest.approx(
+            float(((m0 - m1).abs() / (v1 + eps).sqrt()).max()), rel=1e-4
+        )
+        assert gap.max_abs_log_var_ratio == pytest.approx(
+            float(((v0 + eps) / (v1 + eps)).log().abs().max()), rel=1e-4
+        )
         assert gap.max_abs_log_var_ratio > 0.01  # dropout before bn2 makes the EMA's variance visibly off
 
 
@@ -113,7 +131,9 @@ def test_precise_metrics_describe_the_exported_network_and_the_emas_are_kept(tmp
     m = precise.manifest.metrics
     assert m["ema_val_loss"] == ema["val_loss"] and m["ema_val_accuracy"] == ema["val_accuracy"]
     t = precise.manifest.training
-    _, val = split_dataset(load_data(TrainConfig(dataset=t["dataset"])), val_fraction=t["val_fraction"], seed=t["seed"])
+    _, val = split_dataset(
+        load_data(TrainConfig(dataset=t["dataset"])), val_fraction=t["val_fraction"], seed=t["seed"]
+    )
     with torch.inference_mode():
         predicted = precise.model(torch.from_numpy(val.features)).argmax(dim=1).numpy()
     assert m["val_accuracy"] == pytest.approx(float((predicted == val.target).mean()))
@@ -169,7 +189,19 @@ def test_sync_bn_without_cuda_is_refused_before_training_with_what_to_use_instea
     missing = tmp_path / "not-there.csv"  # never read: the refusal comes first
 
     with pytest.raises(SystemExit) as e:
-        main(["--csv", str(missing), "--target", "y", "--sync-bn", "--device", device, "--out", str(tmp_path / "o")])
+        main(
+            [
+                "--csv",
+                str(missing),
+                "--target",
+                "y",
+                "--sync-bn",
+                "--device",
+                device,
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
 
     assert e.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
