@@ -58,10 +58,15 @@ def test_bn_stats_shows_which_statistics_a_precise_artifact_holds_and_the_emas_g
 @pytest.mark.slow
 def test_an_artifact_trained_by_two_ranks_serves_what_its_reloaded_network_computes(tmp_path: Path) -> None:
     out = tmp_path / "bc"
-    result = torchrun(["--dataset", "breast_cancer", "--epochs", "3", "--bn-stats", "precise", "--out", str(out)])
+    result = torchrun(
+        ["--dataset", "breast_cancer", "--epochs", "3", "--bn-stats", "precise", "--out", str(out)]
+    )
     assert result.returncode == 0, result.stderr
     artifact = load_artifact(out)
-    rows = artifact.manifest.canary.inputs + np.asarray(artifact.manifest.input_standardization.mean)[None].tolist()
+    rows = (
+        artifact.manifest.canary.inputs
+        + np.asarray(artifact.manifest.input_standardization.mean)[None].tolist()
+    )
 
     with serving(out) as client:
         answer = client.post("/predict", json={"instances": rows}).json()
