@@ -1,7 +1,7 @@
 """Precise BN statistics: each BN layer's population mean and variance over the whole training split.
 
     gaps = recompute_bn_statistics(model, train_ds.features, device=device)   # running_mean/var replaced
-    BNStatistics(kind="precise", world_size=1, ema_gap=gaps)                  # for the manifest
+    stats = finish_bn_statistics(cfg, model, train_ds, val_ds, metrics, device=device)  # what train() calls
 
 After training, with the weights fixed and the network in eval mode (dropout off), BN layers are visited in
 network order. Layer ``k`` is measured on what it sees at inference: the rows of the training split passed
