@@ -9,20 +9,14 @@ Every process gets one CPU thread (two ranks share this 2-core machine) and gloo
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from bench.load import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300  # importing torch in two processes at once on a busy 2-core machine is slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
@@ -59,7 +53,7 @@ def by_hand(
 ) -> list[subprocess.CompletedProcess[str]]:
     """Gives back one finished process per rank, each started with torchrun's variables set by hand.
 
-    ``commands[r]`` is what rank ``r`` runs after ``python``: ``["-m", "training", ...]`` or a script.
+    ``commands[r]`` is what rank ``r`` runs after ``python``: ``["-m", "training", ...]`` or another module.
     """
     port = str(free_port())
     procs = []

@@ -1,7 +1,7 @@
 """One rank of a distributed test run, started by ``ranks.by_hand`` (torchrun's variables set).
 
-    python tests/training/ddp_worker.py ema OUT_DIR        # train; save what this rank saw and holds
-    python tests/training/ddp_worker.py precise ARTIFACT OUT_DIR   # recompute precise statistics
+    python -m tests.training.ddp_worker ema OUT_DIR                # train; save what this rank saw and holds
+    python -m tests.training.ddp_worker precise ARTIFACT OUT_DIR   # recompute precise statistics
 
 ``ema`` trains the ``mlp`` case of test_running_stats_ema.py under DDP with every BN layer's training-mode
 inputs captured, and saves ``rank<R>.npz``: per layer the numpy EMA over this rank's batches
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from test_running_stats_ema import CASES, capture_bn_inputs, numpy_ema
 
 from models import batchnorm_layers, load_artifact
+from tests.training.test_running_stats_ema import CASES, capture_bn_inputs, numpy_ema
 from training import TrainConfig, build_model, export_artifact, fit, load_data, split_dataset
 from training.distributed import session
 from training.precise_bn import recompute_bn_statistics

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ranks import REPO_ROOT, by_hand, torchrun, training_args
 
 from models import batchnorm_layers, load_artifact
+from tests.ranks import by_hand, torchrun, training_args
 from training import TrainConfig, load_data, split_dataset
 from training.precise_bn import recompute_bn_statistics
 
 pytestmark = pytest.mark.slow
 
-WORKER = str(REPO_ROOT / "tests" / "training" / "ddp_worker.py")
+WORKER = ["-m", "tests.training.ddp_worker"]
 
 
 def val_accuracy(artifact_dir: Path) -> tuple[float, float]:
@@ -56,7 +56,7 @@ def test_two_ranks_under_torchrun_write_one_artifact_that_meets_the_one_process_
 
 
 def test_the_ddp_ema_is_rank_0s_running_average_and_every_rank_ends_with_it(tmp_path: Path) -> None:
-    results = by_hand([[WORKER, "ema", str(tmp_path)]] * 2)
+    results = by_hand([[*WORKER, "ema", str(tmp_path)]] * 2)
 
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     state = load_artifact(tmp_path / "artifact").model.state_dict()
@@ -76,7 +76,7 @@ def test_the_ddp_ema_is_rank_0s_running_average_and_every_rank_ends_with_it(tmp_
 def test_precise_statistics_from_one_and_two_ranks_agree_within_1e_5(
     tmp_path: Path, breast_cancer_artifact: Path
 ) -> None:
-    results = by_hand([[WORKER, "precise", str(breast_cancer_artifact), str(tmp_path)]] * 2)
+    results = by_hand([[*WORKER, "precise", str(breast_cancer_artifact), str(tmp_path)]] * 2)
 
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     alone = load_artifact(breast_cancer_artifact)
