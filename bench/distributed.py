@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.load import free_port
+
 DATASETS = ("breast_cancer", "wine", "iris", "digits", "diabetes")
 
 
@@ -37,12 +39,18 @@ def run(ranks: int, args: list[str]) -> tuple[dict[str, Any], float]:
                 "torch.distributed.run",
                 "--nproc-per-node",
                 str(ranks),
+                "--master-port",
+                str(free_port()),
                 "-m",
                 "training",
             ]
         command = [*launcher, "--device", "cpu", "--no-progress", "--out", str(out), *args]
         started = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"}
+        )
+        if done.returncode != 0:
+            sys.exit(f"{' '.join(command)} exited with {done.returncode}:\n{done.stderr[-3000:]}")
         seconds = time.perf_counter() - started
         manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
         return manifest, seconds
