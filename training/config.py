@@ -46,7 +46,7 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA only): each step normalizes by the global batch
     # optimization (AdamW)
     epochs: int = 20
-    batch_size: int = 64
+    batch_size: int = 64  # rows per optimizer step; under torchrun the global batch, shared by the ranks
     lr: float = 1e-3
     weight_decay: float = 1e-4
     device: str = "auto"  # auto: CUDA when available, CPU otherwise

@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
-from training.errors import ConfigError, DataError, RankFailedError, TrainingError
+from training.errors import ConfigError, DataError, RankFailedError, TrainingDivergedError, TrainingError
 
 T = TypeVar("T")
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -254,7 +254,7 @@ def _stop(ranks: Ranks, error: Exception) -> Exception:
     assert store is not None
     if getattr(error, "every_rank_knows", False):  # from agree()
         return error
-    if isinstance(error, TrainingError) and "training diverged" in str(error):
+    if isinstance(error, TrainingDivergedError):
         # The losses are summed over ranks and the weights are shared: every rank diverged at once.
         return error if ranks.is_main else RankFailedError(0, ranks.world_size, str(error))
     try:
