@@ -3,8 +3,9 @@
 dataset = load_data(cfg)
 train_ds, val_ds = split_dataset(dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
 model, layers = build_model(cfg, train_ds)        # standardization already set from train_ds
-metrics = fit(model, train_ds, val_ds, cfg, device="cpu")
-export_artifact(cfg, model, layers, train_ds, val_ds, metrics, device="cpu")
+recorder = HistoryRecorder(task=train_ds.task, steps_per_epoch=steps_per_epoch(len(train_ds), cfg.batch_size))
+metrics = fit(model, train_ds, val_ds, cfg, device="cpu", on_epoch=recorder)
+export_artifact(cfg, model, layers, train_ds, val_ds, metrics, device="cpu", history=recorder.history())
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import torch
 from torch import nn
 
 from models import CNNConfig, LayerSpec, MLPConfig, build_network, cnn_layers, mlp_layers, save_artifact
+from models.history import HISTORY_FILE, TrainingHistory
 from models.layers import Rescale, Standardize
 from models.manifest import BNStatistics
 from training import distributed
 from training.config import TrainConfig
 from training.data import Dataset, load_data, split_dataset
 from training.distributed import Ranks
-from training.engine import fit, resolve_device
+from training.engine import fit, resolve_device, steps_per_epoch
 from training.errors import ConfigError
+from training.history import HistoryRecorder
 from training.precise_bn import finish_bn_statistics
 
 
@@ -42,13 +45,13 @@ def train(cfg: TrainConfig) -> Path:
         device = ranks.device(device)
         train_ds, val_ds, model, layers = ranks.together(lambda: prepare(cfg, ranks))
         ranks.together(lambda: distributed.check_same_data(train_ds.features, train_ds.target, ranks))
-        if ranks.rank:
-            torch.manual_seed(
-                cfg.seed + ranks.rank
-            )  # own dropout masks; DDP gave every rank rank 0's weights
+        if ranks.rank:  # own dropout masks; DDP gives every rank rank 0's weights
+            torch.manual_seed(cfg.seed + ranks.rank)
         synced = distributed.convert_sync_batchnorm(model) if cfg.sync_bn else {}
         distributed.install_test_fault(model, ranks)
-        metrics = fit(model, train_ds, val_ds, cfg, device=device, ranks=ranks)
+        steps = steps_per_epoch(len(train_ds), cfg.batch_size, min_rows=2 * ranks.world_size)
+        recorder = HistoryRecorder(task=train_ds.task, steps_per_epoch=steps)
+        metrics = fit(model, train_ds, val_ds, cfg, device=device, ranks=ranks, on_epoch=recorder)
         distributed.revert_sync_batchnorm(model, synced)
         bn_statistics = finish_bn_statistics(
             cfg, model, train_ds, val_ds, metrics, device=device, ranks=ranks
@@ -57,7 +60,10 @@ def train(cfg: TrainConfig) -> Path:
         out_dir = artifact_dir(cfg)
         if ranks.is_main:
             export_artifact(
-                cfg, model, layers, train_ds, val_ds, metrics, device=device, bn_statistics=bn_statistics
+                *(cfg, model, layers, train_ds, val_ds, metrics),
+                device=device,
+                bn_statistics=bn_statistics,
+                history=recorder.history(),
             )
         ranks.agree(None)  # rank 0 wrote it: the others may now exit 0
         return out_dir
@@ -152,10 +158,29 @@ def export_artifact(
     *,
     device: str | torch.device,
     bn_statistics: BNStatistics | None = None,
+    history: TrainingHistory | None = None,
 ) -> Path:
-    """Gives back the artifact directory (``cfg.out_dir``, default ``artifacts/<name>``), written atomically."""
+    """Gives back the artifact directory (``cfg.out_dir``, default ``artifacts/<name>``), written atomically.
+
+    ``history`` goes in as ``history.json``, and with ``cfg.report`` the report and its PNGs too.
+    """
     out_dir = artifact_dir(cfg)
     name = cfg.name or cfg.source_name
+    record = training_record(cfg, train, val, device=device, out_dir=out_dir, name=name)
+    files = {} if history is None else {HISTORY_FILE: history.to_json()}
+    if cfg.report and history is not None:
+        # Imported here: matplotlib takes ~0.4 s to import and only a run with a report needs it.
+        from training.report import render_report
+
+        files |= render_report(
+            model,
+            history,
+            name=name,
+            feature_names=train.feature_names,
+            class_labels=train.class_labels,
+            metrics=metrics,
+            training=record,
+        )
     return save_artifact(
         out_dir,
         model,
@@ -167,9 +192,10 @@ def export_artifact(
         canary_inputs=torch.from_numpy(val.features[: cfg.num_canaries]),  # raw rows, as a client sends them
         input_shape=list(train.input_shape),
         target_name=train.target_name,
-        training=training_record(cfg, train, val, device=device, out_dir=out_dir, name=name),
+        training=record,
         metrics=metrics,
         bn_statistics=bn_statistics,
+        files=files,
     )
 
 
