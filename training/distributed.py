@@ -45,7 +45,7 @@ FAILURE_GRACE_S = 10.0
 FAILURE_KEY = "failure"  # "<rank>\n<message>" of the first rank that failed
 RELEASED_KEY = "released"  # set by the failed rank once the others have read FAILURE_KEY
 WATCH_INTERVAL_S = 0.5
-FAULT_VARIABLE = "BNSERVE_TEST_FAULT"  # for tests only: "<rank>:<epoch>:error|nan", see docs/DISTRIBUTED.md
+FAULT_VARIABLE = "BNSERVE_TEST_FAULT"  # for tests only: "<rank>:<step>:error|nan", see docs/DISTRIBUTED.md
 
 
 @dataclass(frozen=True)
