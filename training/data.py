@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
     from training.config import TrainConfig
 
+DATAFRAME_NAME = "dataframe"  # a DataFrame's dataset name: the default artifact name and directory
+
 # dataset name -> (scikit-learn loader, target name)
 _BUILTIN = {
     "breast_cancer": ("load_breast_cancer", "diagnosis"),
@@ -102,7 +104,7 @@ def load_table(cfg: TrainConfig, data: pd.DataFrame | None) -> Dataset:
         task=table.task,
         target_name=table.target_name,
         input_shape=(len(table.columns),),
-        name=Path(cfg.csv).stem if data is None and cfg.csv is not None else "dataframe",
+        name=Path(cfg.csv).stem if data is None and cfg.csv is not None else DATAFRAME_NAME,
         preprocessing=pre,
         table=table,
         row_ids=np.arange(len(table)),
