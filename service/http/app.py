@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from models import __version__
 from service.http.asgi import BNServe
 from service.http.errors import install_error_handlers
-from service.http.routes import bn_stats, drift, health, metadata, predict
+from service.http.routes import bn_stats, drift, health, metadata, oip, predict
 from service.http.routes import metrics as metrics_route
 from service.inference.predictor import Predictor
 from service.monitoring.drift import drift_monitor_for
@@ -73,8 +73,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.predictor = predictor
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.router.routes.append(predict.route)  # its OpenAPI description: BNServe.openapi
-    for router in (bn_stats.router, metadata.router, drift.router, health.router, metrics_route.router):
+    app.router.routes.extend([predict.route, *oip.routes])  # their OpenAPI description: BNServe.openapi
+    routers = (
+        bn_stats.router,
+        metadata.router,
+        drift.router,
+        health.router,
+        metrics_route.router,
+        oip.router,
+    )
+    for router in routers:
         app.include_router(router)
     return app
 

@@ -37,7 +37,7 @@ import orjson
 
 from models.signature import INPUT, LABEL, LOGITS, PROBABILITIES, VALUE, Signature
 from service.errors import BadRequest, PayloadTooLarge
-from service.inputs import parse_body
+from service.inference.inputs import parse_body
 
 Headers = list[tuple[bytes, bytes]]
 
