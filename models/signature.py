@@ -10,6 +10,7 @@ others. Datatypes are the protocol's names (``FP32``, ``BYTES``); ``-1`` is the 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from models.manifest import Manifest
@@ -41,9 +42,10 @@ class Signature:
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
-    @property
-    def default_outputs(self) -> list[str]:
-        return [t.name for t in self.outputs if t.default]
+    @functools.cached_property
+    def default_outputs(self) -> tuple[str, ...]:
+        """The outputs an answer holds when its request names none (read on every request: computed once)."""
+        return tuple(t.name for t in self.outputs if t.default)
 
 
 def signature(m: Manifest) -> Signature:

@@ -27,10 +27,11 @@ binary extension's offset arithmetic has no library.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -60,16 +61,17 @@ NUMERIC_DATATYPES: dict[str, np.dtype[Any]] = {
     "UINT64": np.dtype("<u8"),
 }
 _PROTOCOL_DATATYPES = (*NUMERIC_DATATYPES, "BOOL", "FP16", "BF16", "BYTES")
-_MAX_DIM = 2**64 - 1  # the protocol: each dimension must be representable as an unsigned 64-bit integer
+_MAX_DIM = 2**64 - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+SMALL_ROWS = 8  # up to this many rows, Python lists encode faster than numpy's calls cost (docs/PERFORMANCE.md)  # the protocol: each dimension must be representable as an unsigned 64-bit integer
 
 
-@dataclass(frozen=True)
-class RequestedOutput:
+class RequestedOutput(NamedTuple):
     name: str
     binary: bool  # as raw bytes after the JSON (binary tensor data extension)
 
 
-@dataclass
+@dataclass(slots=True)
 class InferRequest:
     rows: np.ndarray  # float32 (B, F), features in manifest order
     outputs: tuple[RequestedOutput, ...]
@@ -121,10 +123,37 @@ def parse_infer_request(
     # np.array turns a JSON true among numbers into 1.0: only a header with a true or false in it (anywhere)
     # has each tensor's data walked for booleans.
     maybe_booleans = b"true" in header or b"false" in header
-    tensors = _read_tensors(inputs, binary, header_length is not None, len(header), maybe_booleans)
-    rows = _rows(tensors, feature_names, max_rows=max_rows)
+    rows = None if maybe_booleans or binary else _common_rows(inputs, len(feature_names), max_rows)
+    if rows is None:
+        tensors = _read_tensors(inputs, binary, header_length is not None, len(header), maybe_booleans)
+        rows = _rows(tensors, feature_names, max_rows=max_rows)
     outputs = _requested_outputs(payload.get("outputs"), parameters, signature)
     return InferRequest(rows=rows, outputs=outputs, id=request_id, parameters=parameters)
+
+
+def _common_rows(inputs: list[Any], n: int, max_rows: int) -> np.ndarray | None:
+    """Gives back the rows of the common request, one FP32 tensor ``input`` [B, F] of flat JSON numbers that
+    are all finite in float32, in a handful of checks; None for anything else, which the exact path then reads
+    or refuses with the error it deserves. (The exact path costs a one-row request as much as its parse.)"""
+    try:
+        (spec,) = inputs
+        if spec["name"] != INPUT or spec["datatype"] != "FP32" or "parameters" in spec:
+            return None
+        batch, width = spec["shape"]
+        data = spec["data"]
+    except (KeyError, TypeError, ValueError):  # not one tensor object with a 2-dimensional shape and data
+        return None
+    if type(batch) is not int or type(width) is not int or width != n or not 0 < batch <= max_rows:
+        return None
+    if type(data) is not list or len(data) != batch * n:
+        return None
+    values = np.array(data)  # flat numbers: float64 or int64; a string, a list or None: another dtype
+    if values.dtype.kind not in "fi" or values.ndim != 1:
+        return None
+    # NaN fails both comparisons; with every value in float32's range the cast cannot overflow (and warn).
+    if values.dtype.kind == "f" and not (-FLOAT32_MAX <= values.min() and values.max() <= FLOAT32_MAX):
+        return None
+    return values.astype(np.float32).reshape(batch, n)
 
 
 def _split_body(body: bytes, header_length: bytes | None) -> tuple[bytes, bytes]:
@@ -365,7 +394,7 @@ def _requested_outputs(
 ) -> tuple[RequestedOutput, ...]:
     binary_default = _flag(parameters, "binary_data_output", "the request")
     if outputs is None:
-        return tuple(RequestedOutput(name, binary_default) for name in signature.default_outputs)
+        return _default_outputs(signature.default_outputs, binary_default)
     if not isinstance(outputs, list) or not outputs:
         raise BadRequest(
             f"expected 'outputs' to be a non-empty list of {{\"name\": ...}}, got {_clip(outputs)}"
@@ -387,6 +416,11 @@ def _requested_outputs(
         )
         requested.append(RequestedOutput(name, binary))
     return tuple(requested)
+
+
+@functools.lru_cache(maxsize=64)  # keyed by the names (their hashes are cached): built once, not per request
+def _default_outputs(names: tuple[str, ...], binary: bool) -> tuple[RequestedOutput, ...]:
+    return tuple(RequestedOutput(name, binary) for name in names)
 
 
 def _refuse_unsupported(parameters: dict[str, Any], where: str) -> None:
@@ -417,19 +451,28 @@ def _clip(value: Any, limit: int = 80) -> str:
 
 
 class InferResponseEncoder:
-    """Encodes the outputs of one model's forward pass as inference responses."""
+    """Encodes the outputs of one model's forward pass as inference responses.
+
+    The JSON is spliced from pieces encoded once here (each output's name and datatype, the labels) and the
+    numbers orjson formats in one call per tensor, byte for byte what ``orjson.dumps`` of the response
+    object gives: building that object per request cost a one-row answer as much again.
+    """
 
     def __init__(
         self, *, model_name: str, model_version: str, signature: Signature, class_labels: list[str] | None
     ) -> None:
         self.signature = signature
-        self._head = {"model_name": model_name, "model_version": model_version}
+        head = orjson.dumps({"model_name": model_name, "model_version": model_version})
+        self._head = head[:-1]  # '{"model_name":...,"model_version":...' : the id and outputs follow
+        # Each output's '{"name":...,"datatype":...,"shape":[' ; its shape, data or size follow.
+        self._entry = {
+            t.name: orjson.dumps({"name": t.name, "datatype": t.datatype})[:-1] + b',"shape":['
+            for t in signature.outputs
+        }
         labels = class_labels or []
-        self._labels = np.array(labels, dtype=object)  # indexed by class
+        self._label_json = [orjson.dumps(s) for s in labels]  # indexed by class
         # BYTES in binary: each element is its 4-byte little-endian length, then its bytes.
-        self._label_bytes = np.array(
-            [len(b).to_bytes(4, "little") + b for b in (s.encode() for s in labels)], dtype=object
-        )
+        self._label_bytes = [len(b).to_bytes(4, "little") + b for b in (s.encode() for s in labels)]
 
     def encode(
         self, request: InferRequest, out: np.ndarray, logits: np.ndarray | None = None
@@ -438,21 +481,15 @@ class InferResponseEncoder:
         output (probabilities (B, K) or values (B, 1)), ``logits`` the raw outputs when they were asked for."""
         entries, chunks = [], []
         for requested in request.outputs:
-            spec = self.signature.output(requested.name)
-            assert spec is not None  # parse_infer_request checked the names
-            shape, json_data, raw = self._tensor(requested.name, out, logits, binary=requested.binary)
-            entry: dict[str, Any] = {"name": requested.name, "datatype": spec.datatype, "shape": shape}
-            if raw is not None:
-                entry["parameters"] = {"binary_data_size": len(raw)}
-                chunks.append(raw)
+            shape, data = self._tensor(requested.name, out, logits, binary=requested.binary)
+            entry = self._entry[requested.name] + shape
+            if requested.binary:
+                entries.append(entry + b'],"parameters":{"binary_data_size":%d}}' % len(data))
+                chunks.append(data)
             else:
-                entry["data"] = json_data
-            entries.append(entry)
-        response: dict[str, Any] = dict(self._head)
-        if request.id is not None:
-            response["id"] = request.id
-        response["outputs"] = entries
-        header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+                entries.append(entry + b'],"data":' + data + b"}")
+        request_id = b',"id":' + orjson.dumps(request.id) if request.id is not None else b""
+        header = b"".join([self._head, request_id, b',"outputs":[', b",".join(entries), b"]}"])
         if not chunks:
             return header, [(b"content-type", JSON_MEDIA_TYPE)]
         headers = [(b"content-type", BINARY_MEDIA_TYPE), (HEADER_LENGTH, b"%d" % len(header))]
@@ -460,19 +497,28 @@ class InferResponseEncoder:
 
     def _tensor(
         self, name: str, out: np.ndarray, logits: np.ndarray | None, *, binary: bool
-    ) -> tuple[list[int], Any, bytes | None]:
-        """Gives back (shape, JSON data, raw bytes): the data for JSON, the bytes for binary."""
+    ) -> tuple[bytes, bytes]:
+        """Gives back (the shape's JSON numbers, the data): a JSON array, or the raw bytes when binary."""
+        small = len(out) <= SMALL_ROWS
         if name == LABEL:
-            best = out.argmax(axis=1)  # the first of equal maxima, as /predict's label
+            shape = b"%d" % len(out)
+            if small:  # the first of equal maxima, as numpy's argmax and /predict's label
+                best: Any = [row.index(max(row)) for row in out.tolist()]
+            else:
+                best = out.argmax(axis=1).tolist()
             if binary:
-                return [len(out)], None, b"".join(self._label_bytes[best].tolist())
-            return [len(out)], self._labels[best].tolist(), None
+                return shape, b"".join([self._label_bytes[i] for i in best])
+            return shape, b"[" + b",".join([self._label_json[i] for i in best]) + b"]"
         values = logits if name == LOGITS else out
         assert values is not None and name in (PROBABILITIES, LOGITS, VALUE)
+        shape = b"%d,%d" % values.shape
         if binary:
-            return list(values.shape), None, np.ascontiguousarray(values, dtype="<f4").tobytes()
-        # As float64, orjson writes each float32 exactly as /predict's JSON does (its shortest float64 form).
-        return list(values.shape), values.astype(np.float64).ravel(), None
+            return shape, np.ascontiguousarray(values, dtype="<f4").tobytes()
+        # Each float32 as its exact float64 value, which is what orjson writes for the Python floats of
+        # tolist and for a float64 array alike: /predict's JSON numbers, byte for byte.
+        if small:
+            return shape, orjson.dumps(values.ravel().tolist())
+        return shape, orjson.dumps(values.astype(np.float64).ravel(), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 # ---------------------------------------------------------------------------------------------- metadata

@@ -80,7 +80,10 @@ class Metrics:
             registry=r,
         )
         self.predict_rows = Histogram(
-            "bnserve_predict_rows", "rows per prediction request (/predict and OIP infer)", buckets=ROW_BUCKETS, registry=r
+            "bnserve_predict_rows",
+            "rows per prediction request (/predict and OIP infer)",
+            buckets=ROW_BUCKETS,
+            registry=r,
         )
         self.batch_rows = Histogram(
             "bnserve_batch_rows", "rows per forward pass (micro-batch size)", buckets=ROW_BUCKETS, registry=r

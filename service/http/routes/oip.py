@@ -80,6 +80,7 @@ class ServedModel:
     predictor: Predictor
     signature: Signature
     encoder: InferResponseEncoder
+    feature_names: list[str]
 
 
 def served_model(state: State, name: str, version: str | None) -> ServedModel:
@@ -99,7 +100,7 @@ def served_model(state: State, name: str, version: str | None) -> ServedModel:
         encoder = InferResponseEncoder(
             model_name=model_name, model_version=VERSION, signature=sig, class_labels=m.class_labels
         )
-        served = ServedModel(model_name, VERSION, predictor, sig, encoder)
+        served = ServedModel(model_name, VERSION, predictor, sig, encoder, m.feature_names)
         state.oip_model = served
     if name != served.name:
         raise NotFound(
@@ -274,7 +275,7 @@ async def _infer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
     request = parse_infer_request(
         body,
         header_length,
-        feature_names=served.predictor.feature_names,
+        feature_names=served.feature_names,
         signature=served.signature,
         max_rows=settings.max_rows,
     )

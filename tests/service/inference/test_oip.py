@@ -457,3 +457,53 @@ def test_tensor_metadata_lists_names_datatypes_and_shapes_with_minus_one_for_the
             {"name": "logits", "datatype": "FP32", "shape": [-1, 2]},
         ],
     }
+
+
+@pytest.mark.parametrize("rows", [1, 2, 8, 9, 300])
+def test_spliced_json_is_byte_for_byte_orjson_of_the_response_object(rows: int) -> None:
+    """Small and large batches take different encoding paths; both must give what orjson.dumps gives."""
+    rng = np.random.default_rng(rows)
+    probabilities = rng.dirichlet([1, 1], size=rows).astype(np.float32)
+    logits = rng.normal(size=(rows, 2)).astype(np.float32)
+    request = InferRequest(
+        rows=np.zeros((rows, 3), dtype=np.float32),
+        outputs=(
+            RequestedOutput("probabilities", False),
+            RequestedOutput("label", False),
+            RequestedOutput("logits", False),
+        ),
+        id='q"1',
+    )
+    body, _ = classifier_encoder().encode(request, probabilities, logits)
+    labels = ["no", "yés"]
+    expected = {
+        "model_name": "m",
+        "model_version": "1",
+        "id": 'q"1',
+        "outputs": [
+            {
+                "name": "probabilities",
+                "datatype": "FP32",
+                "shape": [rows, 2],
+                "data": probabilities.ravel().tolist(),
+            },
+            {
+                "name": "label",
+                "datatype": "BYTES",
+                "shape": [rows],
+                "data": [labels[i] for i in probabilities.argmax(1)],
+            },
+            {"name": "logits", "datatype": "FP32", "shape": [rows, 2], "data": logits.ravel().tolist()},
+        ],
+    }
+    assert body == orjson.dumps(expected)
+
+
+def test_a_label_tie_goes_to_the_first_class_in_small_and_large_batches() -> None:
+    for rows in (1, 50):
+        tied = np.full((rows, 2), 0.5, dtype=np.float32)
+        request = InferRequest(
+            rows=np.zeros((rows, 3), dtype=np.float32), outputs=(RequestedOutput("label", False),)
+        )
+        body, headers = classifier_encoder().encode(request, tied)
+        assert split(body, headers)[0]["outputs"][0]["data"] == ["no"] * rows
