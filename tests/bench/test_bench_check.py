@@ -88,6 +88,7 @@ def test_the_oip_check_passes_a_close_answer_and_flags_wrong_numbers_labels_and_
 
 
 def test_binary_oip_answers_decode_into_arrays_and_strings() -> None:
+    labels = b"".join(len(s).to_bytes(4, "little") + s for s in (b"malignant", b"benign"))
     header = orjson.dumps(
         {
             "outputs": [
@@ -97,11 +98,15 @@ def test_binary_oip_answers_decode_into_arrays_and_strings() -> None:
                     "shape": [2, 2],
                     "parameters": {"binary_data_size": 16},
                 },
-                {"name": "label", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 19}},
+                {
+                    "name": "label",
+                    "datatype": "BYTES",
+                    "shape": [2],
+                    "parameters": {"binary_data_size": len(labels)},
+                },
             ]
         }
     )
-    labels = b"".join(len(s).to_bytes(4, "little") + s for s in (b"malignant", b"benign"))
     body = header + EXPECTED.astype("<f4").tobytes() + labels
     answer = decode_answer(body, {b"inference-header-content-length": str(len(header)).encode()})
     assert check_oip_answer(answer, EXPECTED, LABELS) is None
