@@ -150,8 +150,8 @@ def _common_rows(inputs: list[Any], n: int, max_rows: int) -> np.ndarray | None:
     values = np.array(data)  # flat numbers: float64 or int64; a string, a list or None: another dtype
     if values.dtype.kind not in "fi" or values.ndim != 1:
         return None
-    # NaN fails both comparisons; with every value in float32's range the cast cannot overflow (and warn).
-    if values.dtype.kind == "f" and not (-FLOAT32_MAX <= values.min() and values.max() <= FLOAT32_MAX):
+    # NaN fails the comparison; with every value in float32's range the cast cannot overflow (and warn).
+    if values.dtype.kind == "f" and not np.abs(values).max() <= FLOAT32_MAX:
         return None
     return values.astype(np.float32).reshape(batch, n)
 
