@@ -1,12 +1,12 @@
 """Benchmark the Open Inference Protocol routes against /predict, on one bnserve process, in one run.
 
-    python -m bench.oip                  # 10 s a load, 2 rounds; trains the default artifact the first time
-    python -m bench.oip --quick          # 3 s a load: a smoke test
+    python -m bench.oip                  # 10 rounds of 2 s a side; trains the default artifact the first time
+    python -m bench.oip --quick          # 3 rounds: a smoke test
     python -m bench.oip --json out.json
 
 Two pairs of loads, each side driven back to back on the same server (pinned to CPU 0, the load generator on
-the others), alternating which goes first over ``--rounds`` rounds, so that a slow stretch of a shared machine
-hits both sides of a ratio:
+the others), alternating which goes first over ``--rounds`` short rounds, so that a slow stretch of a shared
+machine hits both sides of a ratio (each round's ratio is taken, then their median):
 
 - one row per request at 16 connections: POST /predict with JSON, and POST /v2/models/{model}/infer with JSON;
 - 1,024 rows per request at 4 connections: /predict's float32 bulk path (raw float32 in and out), and the
@@ -126,8 +126,10 @@ class Bench:
         pin = not args.no_pin and len(cpus) >= 2
         self.server_cpus = {cpus[0]} if pin else None
         self.load_cpus = set(cpus[1:]) if pin else None
-        self.seconds = 3.0 if args.quick else args.seconds
-        self.warmup = 1.0 if args.quick else 2.0
+        self.seconds = args.seconds
+        if args.quick:
+            args.rounds = min(args.rounds, 3)
+        self.warmup = 1.0  # before each side's first round only: the server is warm after that
         self.loads = {"json": (args.concurrency, 1), "binary": (args.big_concurrency, args.big_rows)}
         self.pid = 0  # the server's, once started
 
@@ -169,14 +171,16 @@ class Bench:
     async def measure(self, port: int, pair: str, side: Side, round_: int, result: Result) -> Sample:
         concurrency, rows = self.loads[pair]
         check, mixed, http = self.check(side), self.mixed(side), self.http(side)
-        burst = await drive(HOST, port, mixed, concurrency=32, total=2 * len(mixed), check=check, **http)
-        self.collect(burst, result)
+        if round_ == 0:
+            burst = await drive(HOST, port, mixed, concurrency=32, total=2 * len(mixed), check=check, **http)
+            self.collect(burst, result)
         main = self.item(side, 0, rows)
         if self.use_wrk:
             url = f"http://{HOST}:{port}{side.path}"
             options = {"concurrency": concurrency, "cpus": self.load_cpus, "headers": main.headers}
             options |= {"content_type": side.content_type, "accept": side.accept}
-            await drive_wrk(url, main.body, seconds=self.warmup, **options)
+            if round_ == 0:
+                await drive_wrk(url, main.body, seconds=self.warmup, **options)
             stop = asyncio.Event()
             trickle = asyncio.create_task(
                 drive(HOST, port, mixed, concurrency=1, pause=0.01, stop=stop, check=check, **http)
@@ -191,7 +195,8 @@ class Bench:
         else:
             items = [self.item(side, i, rows) for i in range(0, len(self.reference.rows) - rows + 1, rows)]
             load = functools.partial(drive, HOST, port, items, concurrency=concurrency, check=check, **http)
-            await load(seconds=self.warmup)
+            if round_ == 0:
+                await load(seconds=self.warmup)
             cpu = cpu_seconds(self.pid)
             r = await load(seconds=self.seconds)
             cpu = cpu_seconds(self.pid) - cpu
@@ -319,10 +324,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model", default=str(DEFAULT_MODEL), help="artifact directory (trained there if missing)"
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per load and side")
-    parser.add_argument("--quick", action="store_true", help="3 s per load instead of --seconds")
+    parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per round and side")
+    parser.add_argument("--quick", action="store_true", help="at most 3 rounds")
     parser.add_argument(
-        "--rounds", type=int, default=2, help="each pair measured this many times, order alternating"
+        "--rounds", type=int, default=10, help="each pair measured this many times, order alternating"
     )
     parser.add_argument(
         "--load", choices=["auto", "wrk", "builtin"], default="auto", help="auto: wrk when installed"
@@ -347,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, reference, artifact.manifest.name)
     print(
         f"bnserve OIP benchmark: model {artifact.manifest.name!r} at {args.model}, {os.cpu_count()} CPUs, server on "
-        f"CPU {bench.server_cpus or 'any'}, load on CPU {bench.load_cpus or 'any'}, {bench.seconds:g} s per load",
+        f"CPU {bench.server_cpus or 'any'}, load on CPU {bench.load_cpus or 'any'}, {args.rounds} rounds of "
+        f"{bench.seconds:g} s a side",
         flush=True,
     )
     result = bench.run()
