@@ -68,16 +68,19 @@ class BNServe(FastAPI):
 
     def openapi(self) -> dict[str, Any]:
         """Gives back FastAPI's schema of the routes, with the hot routes as ``predict.Predict`` and
-        ``oip.Infer`` describe them."""
+        ``oip.Infer`` describe them: /predict for the loaded model once it is ready (kept from then on),
+        generic before."""
         if self.openapi_schema is None:
             schema = super().openapi()
+            self.openapi_schema = None  # super() keeps its own; this one is kept only once the model is known
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            schema["paths"] = {
-                predict.PATH: predict.Predict.openapi(components),
-                **oip.Infer.openapi(components),
-                **schema["paths"],
-            }
-            self.openapi_schema = schema
+            predictor, settings = self.state.predictor, self.state.settings
+            features = predictor.feature_names if predictor.ready else None
+            path = predict.Predict.openapi(components, feature_names=features, max_rows=settings.max_rows)
+            schema["paths"] = {predict.PATH: path, **oip.Infer.openapi(components), **schema["paths"]}
+            if predictor.ready:
+                self.openapi_schema = schema
+            return schema
         return self.openapi_schema
 
 
