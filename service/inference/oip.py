@@ -45,7 +45,8 @@ Headers = list[tuple[bytes, bytes]]
 HEADER_LENGTH = b"inference-header-content-length"  # as ASGI gives header names: lower case
 JSON_MEDIA_TYPE = b"application/json"
 BINARY_MEDIA_TYPE = b"application/octet-stream"
-READ_MEDIA_TYPES = (b"", JSON_MEDIA_TYPE, BINARY_MEDIA_TYPE)  # read alike; tritonclient sends none
+# Read alike: tritonclient sends no Content-Type, and `curl -d` sends application/x-www-form-urlencoded.
+READ_MEDIA_TYPES = (b"", JSON_MEDIA_TYPE, BINARY_MEDIA_TYPE, b"application/x-www-form-urlencoded")
 
 # Numeric datatypes a client may send, with their little-endian numpy type for binary data.
 NUMERIC_DATATYPES: dict[str, np.dtype[Any]] = {

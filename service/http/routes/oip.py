@@ -264,7 +264,8 @@ async def _infer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
     if media_type(content_type) not in READ_MEDIA_TYPES:
         raise UnsupportedMediaType(
             "expected no Content-Type, application/json or application/octet-stream (JSON, then binary tensors "
-            f"as the Inference-Header-Content-Length header says), got {content_type.decode('latin-1')!r}"
+            "as the Inference-Header-Content-Length header says; curl's application/x-www-form-urlencoded is "
+            f"read the same way), got {content_type.decode('latin-1')!r}"
         )
     try:
         body = await _read_body(receive, settings.max_body_bytes, declared)

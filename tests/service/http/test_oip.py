@@ -192,6 +192,7 @@ def test_no_content_type_json_and_octet_stream_are_read_alike_and_others_are_a_4
             "application/json",
             "application/octet-stream",
             "application/json; charset=utf-8",
+            "application/x-www-form-urlencoded",  # what curl -d sends
         )
     }
     assert len({a.content for a in answers.values()}) == 1 and answers[""].status_code == 200
