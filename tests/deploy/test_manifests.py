@@ -36,6 +36,7 @@ import pytest
 import tritonclient.http as httpclient
 import yaml
 from kubernetes_validate.utils import all_versions
+from tritonclient.utils import InferenceServerException
 
 from bench.load import free_port
 from tests.service.serving import manifest_of, rows_like_training
@@ -273,27 +274,27 @@ class ContainerProcess:
 
 
 @contextmanager
-def running(process: ContainerProcess, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Yields the started process once the readiness probe the YAML declares answers 200; stops it after."""
+def running(process: ContainerProcess, log: Path, *, until: str = "readinessProbe") -> Iterator[None]:
+    """Yields once the probe the YAML declares as ``until`` answers 200; stops the process after."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
             process.argv(), env=process.env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        ready = process.url(process.container["readinessProbe"])
+        url = process.url(process.container[until])
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"the container's command exited with {proc.returncode}:\n{log.read_text()}")
             try:
-                if httpx.get(ready, timeout=2).status_code == 200:
+                if httpx.get(url, timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"{ready} not 200 after {READY_TIMEOUT_S:.0f} s:\n{log.read_text()}")
+                pytest.fail(f"{url} not 200 after {READY_TIMEOUT_S:.0f} s:\n{log.read_text()}")
             time.sleep(0.2)
-        yield proc
+        yield
     finally:
         proc.terminate()
         try:
@@ -301,6 +302,15 @@ def running(process: ContainerProcess, log: Path) -> Iterator[subprocess.Popen[b
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def server_log_on_failure(log: Path) -> Iterator[None]:
+    """Adds the server's log to a failure inside the block: a 500 is explained there, not in the client."""
+    try:
+        yield
+    except (AssertionError, InferenceServerException, httpx.HTTPError) as e:
+        raise AssertionError(f"{e}\nserver log:\n{log.read_text()[-6000:]}") from e
 
 
 def probes_answer(process: ContainerProcess) -> None:
@@ -320,7 +330,8 @@ def test_the_kserve_runtime_runs_over_mnt_models_and_tritonclient_infers_under_t
     )  # the storage initializer's job
     process = ContainerProcess(spec["containers"][0], {"/mnt/models": mnt_models}, isvc["metadata"]["name"])
     name = isvc["metadata"]["name"]
-    with running(process, tmp_path / "runtime.log"):
+    log = tmp_path / "runtime.log"
+    with running(process, log), server_log_on_failure(log):
         probes_answer(process)
         port = process.ports[spec["annotations"]["prometheus.io/port"]]
         metrics = httpx.get(f"http://127.0.0.1:{port}{spec['annotations']['prometheus.io/path']}", timeout=10)
@@ -369,24 +380,6 @@ def test_the_readiness_probe_fails_while_the_artifact_is_missing(tmp_path: Path)
     (tmp_path / "mnt" / "models").mkdir(parents=True)  # the storage initializer has not run, or failed
     spec = runtime()["spec"]
     process = ContainerProcess(spec["containers"][0], {"/mnt/models": tmp_path / "mnt" / "models"}, "x")
-    log = tmp_path / "runtime.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            process.argv(), env=process.env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        live = process.url(process.container["livenessProbe"])
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            try:
-                if httpx.get(live, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+    with running(process, tmp_path / "runtime.log", until="livenessProbe"):
         ready = httpx.get(process.url(process.container["readinessProbe"]), timeout=10)
-        assert ready.status_code == 503 and "not ready" in ready.json()["error"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    assert ready.status_code == 503 and "not ready" in ready.json()["error"]

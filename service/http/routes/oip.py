@@ -29,8 +29,8 @@ from starlette.types import Receive, Scope, Send
 
 from models import __version__
 from models.signature import Signature, signature
-from service.errors import BadRequest, NotFound, NotReady, PayloadTooLarge, ServiceError, UnsupportedMediaType
-from service.http.errors import JSON_HEADERS, error_body
+from service.errors import BadRequest, NotFound, NotReady, PayloadTooLarge, UnsupportedMediaType
+from service.http.errors import send_answer
 from service.http.oip_schemas import (
     InferenceRequest,
     InferenceResponse,
@@ -185,15 +185,7 @@ class Infer:
     """The ASGI app of POST /v2/models/{model}[/versions/{version}]/infer; gives back the status it sent."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
-        try:
-            status, body, headers = await _infer(scope, receive)
-        except ServiceError as e:
-            status, body, headers = e.status_code, error_body(e.message), JSON_HEADERS
-        if status != 499:
-            headers = [*headers, (b"content-length", b"%d" % len(body))]
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-        return status
+        return await send_answer(_infer(scope, receive), send)
 
     @staticmethod
     def openapi(components: dict[str, Any]) -> dict[str, Any]:
