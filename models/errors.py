@@ -9,7 +9,8 @@ Every error names the file it is about and says what was expected and what was f
      ├── ChecksumError             a file's SHA-256 differs from the one recorded at export
      ├── TensorMismatchError       a tensor is missing, extra, or has the wrong shape or dtype
      ├── NonFiniteError            a tensor holds NaN or +-inf
-     └── CanaryMismatchError       the rebuilt network does not reproduce the outputs recorded at export
+     ├── CanaryMismatchError       the rebuilt network does not reproduce the outputs recorded at export
+     └── ExportError               an export for another runtime (ONNX, Triton) failed or did not verify
 
     InputError (ValueError)        a raw row's value does not fit its feature's kind: row and feature named
 """
@@ -52,6 +53,10 @@ class NonFiniteError(ArtifactError):
 
 
 class CanaryMismatchError(ArtifactError):
+    pass
+
+
+class ExportError(ArtifactError):
     pass
 
 
