@@ -147,6 +147,8 @@ def table_rows_from_columns(
 
 
 def _text(v: Any, name: str, i: int) -> Any:
+    if isinstance(v, float) and v != v:  # NaN: missing
+        return None
     if isinstance(v, bytes):
         try:
             return v.decode()

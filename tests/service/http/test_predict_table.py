@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -157,3 +158,89 @@ def test_bn_stats_names_the_input_columns_the_preprocessing_makes(table_client: 
     view = table_client.get("/bn-stats").json()["input_standardization"]
     assert view["feature_names"][:4] == ["age", "age:missing", "plan=basic", "plan=plus"]
     assert len(view["feature_names"]) == len(view["mean"]) == 17
+
+
+def infer(client: TestClient, inputs: list[dict[str, Any]], **kwargs: Any) -> Any:
+    return client.post("/v2/models/customers/infer", json={"inputs": inputs}, **kwargs)
+
+
+def per_feature_tensors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    datatypes = {
+        "age": "FP32",
+        "plan": "BYTES",
+        "region": "BYTES",
+        "member": "BOOL",
+        "income": "FP32",
+        "country": "BYTES",
+    }
+    return [
+        {"name": f, "datatype": datatypes[f], "shape": [len(rows)], "data": [r[f] for r in rows]}
+        for f in FEATURES
+    ]
+
+
+def test_the_inference_protocol_takes_one_tensor_per_feature_bytes_for_categories(
+    table_client: TestClient,
+) -> None:
+    rows = [row(), row(plan="enterprise", age=None, member=None), row(region="?", income=None)]
+    r = infer(table_client, per_feature_tensors(rows))
+    assert r.status_code == 200, r.text
+    (probabilities,) = [o for o in r.json()["outputs"] if o["name"] == "probabilities"]
+    got = np.array(probabilities["data"]).reshape(3, 2)
+    np.testing.assert_allclose(got, probabilities_of(table_client, rows), rtol=0, atol=1e-6)
+
+
+def probabilities_of(client: TestClient, rows: list[dict[str, Any]]) -> np.ndarray:
+    labels = client.get("/metadata").json()["class_labels"]
+    r = client.post("/predict", json={"instances": rows})
+    return np.array([[p["probabilities"][c] for c in labels] for p in r.json()["predictions"]])
+
+
+def test_binary_bytes_tensors_read_as_their_json_form(table_client: TestClient) -> None:
+    rows = [row(), row(plan="pro", region="south")]
+    tensors = per_feature_tensors(rows)
+    plan = next(t for t in tensors if t["name"] == "plan")
+    payload = b"".join(len(v.encode()).to_bytes(4, "little") + v.encode() for v in plan.pop("data"))
+    plan["parameters"] = {"binary_data_size": len(payload)}
+    header = orjson.dumps({"inputs": tensors})
+    r = table_client.post(
+        "/v2/models/customers/infer",
+        content=header + payload,
+        headers={
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream",
+        },
+    )
+    assert r.status_code == 200, r.text
+    (probabilities,) = [o for o in r.json()["outputs"] if o["name"] == "probabilities"]
+    np.testing.assert_allclose(
+        np.array(probabilities["data"]).reshape(2, 2), probabilities_of(table_client, rows), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": "plan", "datatype": "FP32", "data": [1.0]}, r"input 'plan': a categorical feature takes datatype BYTES"),
+        ({"name": "plan", "data": [3]}, r"categorical feature 'plan' at row 0, got the number 3"),
+        ({"name": "age", "data": ["old"]}, r"numeric feature 'age' at row 0, got the string 'old'"),
+    ],
+)  # fmt: skip
+def test_a_tensor_of_the_wrong_kind_is_a_400_naming_the_feature(
+    table_client: TestClient, change: dict[str, Any], message: str
+) -> None:
+    tensors = [t | change if t["name"] == change["name"] else t for t in per_feature_tensors([row()])]
+    r = infer(table_client, tensors)
+    assert r.status_code == 400 and re.search(message, r.json()["error"]), r.text
+
+
+def test_one_fp32_input_tensor_is_refused_for_a_model_with_categories(table_client: TestClient) -> None:
+    r = infer(table_client, [{"name": "input", "datatype": "FP32", "shape": [1, 6], "data": [0.0] * 6}])
+    assert r.status_code == 400 and "categorical features" in r.json()["error"]
+
+
+def test_the_model_metadata_lists_a_tensor_per_feature(table_client: TestClient) -> None:
+    inputs = table_client.get("/v2/models/customers").json()["inputs"]
+    assert [(t["name"], t["datatype"]) for t in inputs] == [
+        ("age", "FP32"), ("plan", "BYTES"), ("region", "BYTES"), ("member", "BOOL"), ("income", "FP32"), ("country", "BYTES"),
+    ]  # fmt: skip
