@@ -196,3 +196,11 @@ def test_a_format_2_manifest_written_before_preprocessing_existed_still_loads(ar
     artifact = load_artifact(artifact_dir)
     assert artifact.manifest.preprocessing is None and artifact.encoder is None
     assert artifact.manifest.input_width == len(artifact.manifest.feature_names)
+
+
+def test_an_artifact_with_preprocessing_has_no_onnx_export(table_artifact: tuple[Path, Any]) -> None:
+    from models.errors import ExportError
+    from models.export.onnx_graph import export_onnx
+
+    with pytest.raises(ExportError, match="preprocessing .* which the ONNX graph does not carry"):
+        export_onnx(load_artifact(table_artifact[0]))
