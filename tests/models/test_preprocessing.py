@@ -202,5 +202,5 @@ def test_an_artifact_with_preprocessing_has_no_onnx_export(table_artifact: tuple
     from models.errors import ExportError
     from models.export.onnx_graph import export_onnx
 
-    with pytest.raises(ExportError, match="preprocessing .* which the ONNX graph does not carry"):
+    with pytest.raises(ExportError, match=r"preprocessing .* which the ONNX graph does not carry"):
         export_onnx(load_artifact(table_artifact[0]))
