@@ -365,10 +365,7 @@ def _rows(tensors: list[_Tensor], feature_names: list[str], *, max_rows: int) ->
             f"unknown input {unknown[0]!r}: expected one tensor {INPUT!r} of shape [B, {n}], or one tensor per "
             f"feature named as in the model metadata ({_clip(feature_names)})"
         )
-    missing = [name for name in feature_names if name not in names]
-    if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise BadRequest(f"missing input {missing[0]!r}{more}: one tensor per feature needs all {n} features")
+    _check_every_feature(names, feature_names)
     batch = tensors[0].values.shape[0]
     out = np.empty((batch, n), dtype=np.float32)
     for t in tensors:
@@ -616,10 +613,7 @@ def _table_rows(
                 f"the inputs' binary_data_size add up to {offset} bytes, but {len(binary)} bytes follow the "
                 f"{header_bytes}-byte JSON header"
             )
-        missing = [name for name in feature_names if name not in columns]
-        if missing:
-            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            raise BadRequest(f"missing input {missing[0]!r}{more}: one tensor per feature needs all of them")
+        _check_every_feature(list(columns), feature_names)
     batch = len(next(iter(columns.values())))
     if batch > max_rows:
         raise PayloadTooLarge(f"expected at most {max_rows} rows per request, got {batch}")
@@ -627,6 +621,15 @@ def _table_rows(
         return table_rows_from_columns(columns, feature_names, encoder)
     except Unprocessable as e:
         raise BadRequest(e.message) from None
+
+
+def _check_every_feature(names: list[str], feature_names: list[str]) -> None:
+    missing = [name for name in feature_names if name not in names]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise BadRequest(
+            f"missing input {missing[0]!r}{more}: one tensor per feature needs all {len(feature_names)} features"
+        )
 
 
 def _json_column(name: str, data: Any, datatype: str, batch: int) -> np.ndarray:
