@@ -26,6 +26,7 @@ from safetensors.numpy import load as load_safetensors
 from models import __version__
 from models.errors import (
     ArtifactNotFoundError,
+    CanaryMismatchError,
     ChecksumError,
     ManifestError,
     NonFiniteError,
@@ -123,6 +124,20 @@ def check_manifest_checksum(files: ArtifactFiles) -> None:
             f"SHA-256 of {MANIFEST_FILE} is {actual} but {MANIFEST_CHECKSUM_FILE} records "
             f"{recorded[0] if recorded else 'nothing'}: the manifest was changed after export",
             path=files.path / MANIFEST_FILE,
+        )
+
+
+def check_canary_outputs(got: np.ndarray, m: Manifest, where: Path) -> None:
+    """Check 11, once the network ran on ``canary.inputs``: raises ``CanaryMismatchError`` unless ``got``
+    has the shape of ``canary.outputs`` and lies within ``canary.atol``/``canary.rtol`` of it."""
+    expected = np.asarray(m.canary.outputs, dtype=np.float32)
+    if got.shape != expected.shape or not np.allclose(got, expected, atol=m.canary.atol, rtol=m.canary.rtol):
+        diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("nan")
+        raise CanaryMismatchError(
+            f"the network rebuilt from {MANIFEST_FILE} and {WEIGHTS_FILE} gives canary outputs of shape "
+            f"{list(got.shape)} differing by up to {diff:.3g} from the {list(expected.shape)} recorded at export "
+            f"(atol {m.canary.atol}, rtol {m.canary.rtol}): the architecture or weights changed",
+            path=where,
         )
 
 
@@ -274,6 +289,7 @@ def layer_tensors(spec: LayerSpec) -> TensorShapes:
     """Gives back the tensors a layer stores, as docs/ARTIFACT.md's layer table lists them (the torch module
     built from ``spec`` has exactly these in its state dict; tests/models/test_lean.py checks it)."""
     f32 = "float32"
+    shapes: TensorShapes
     match spec:
         case StandardizeSpec(num_features=n):
             shapes = {"mean": ((n,), f32), "std": ((n,), f32)}
