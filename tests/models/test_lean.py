@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_nets import KINDS, Trained
 
 from models import fold_batchnorm, load_artifact, load_lean_artifact
 from models.bn import batchnorm_layers
@@ -33,6 +32,7 @@ from models.lean import fold
 from models.modules import build_network as build_torch_network
 from models.numpy_net import build_network, softmax
 from models.reader import expected_tensors
+from tests.models.tiny_nets import KINDS, Trained
 
 ROOT = Path(__file__).resolve().parents[2]
 
