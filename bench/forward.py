@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from service.predictor import keep_freed_memory
 
 from bench.check import sample_rows
 from bench.serve import DEFAULT_MODEL, ensure_artifact
 from models import Artifact, fold_batchnorm
 from models.lean import fold, load_lean_artifact
-from service.predictor import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,7 +134,11 @@ def cold_seconds(artifact: Artifact) -> dict[str, float | str]:
             code += "print(time.perf_counter() - t0)\n"
             code = code.replace("PATH", repr(str(artifact.path))).replace("GRAPH", repr(str(graph)))
             times = [
-                float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+                float(
+                    subprocess.run(
+                        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+                    ).stdout
+                )
                 for _ in range(3)
             ]
             out[name] = min(times)
@@ -143,7 +147,9 @@ def cold_seconds(artifact: Artifact) -> dict[str, float | str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.forward", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="artifact directory (trained there if missing)")
+    parser.add_argument(
+        "--model", default=str(DEFAULT_MODEL), help="artifact directory (trained there if missing)"
+    )
     parser.add_argument("--batches", default="1,256,1024", help="batch sizes, comma-separated")
     args = parser.parse_args(argv)
     artifact = ensure_artifact(Path(args.model))

@@ -19,13 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import torch
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from models import __version__
-from models.bn import BN_BUFFERS, batchnorm_layers, bn_fingerprint, freeze
+from models.bn import BN_BUFFERS, batchnorm_layers, bn_fingerprint, freeze, training_bn_layers
 from models.errors import ManifestError, NonFiniteError
 from models.layers import BatchNormSpec, LayerSpec, StandardizeSpec
 from models.manifest import (
@@ -68,6 +69,14 @@ class Artifact:
     bn_fingerprint: str
     batchnorm: list[BatchNormInfo]  # every BN layer in network order, derived from layers and weights
     files: dict[str, bytes]  # the manifest's extra files (``files``), each checksum-verified
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Gives back every tensor of the unfolded network as numpy (CPU copies), read from it now."""
+        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+
+    def training_bn_layers(self) -> list[str]:
+        """Gives back the names of BN layers in training mode (they would normalize with batch statistics)."""
+        return training_bn_layers(self.model)
 
 
 # ---------------------------------------------------------------------------------------------- save

@@ -36,6 +36,14 @@ class LeanArtifact:
     batchnorm: list[BatchNormInfo]  # every BN layer in network order, derived from layers and weights
     files: dict[str, bytes]  # the manifest's extra files (``files``), each checksum-verified
 
+    def state(self) -> dict[str, np.ndarray]:
+        """Gives back every tensor as stored (read-only arrays: the numpy network computes from these)."""
+        return self.tensors
+
+    def training_bn_layers(self) -> list[str]:
+        """Gives back no layer: the numpy network computes eval-mode BN only."""
+        return []
+
 
 def load_lean_artifact(path: str | Path) -> LeanArtifact:
     """Gives back the verified artifact at ``path``, its network computed with numpy.

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import orjson
@@ -77,6 +78,26 @@ class ArtifactFiles:
         return batchnorm_info(self.manifest, self.tensors)
 
 
+class VerifiedArtifact(Protocol):
+    """What both loaders give back (``models.artifact.Artifact``, ``models.lean.LeanArtifact``), as a server
+    uses it whichever runtime computes the network."""
+
+    path: Path
+    manifest: Manifest
+    weights_sha256: str
+    bn_fingerprint: str
+    batchnorm: list[BatchNormInfo]
+    files: dict[str, bytes]
+
+    def state(self) -> Mapping[str, np.ndarray]:
+        """Gives back every tensor of the unfolded network as numpy, read from the network now."""
+        ...
+
+    def training_bn_layers(self) -> list[str]:
+        """Gives back the names of BN layers that would normalize with batch statistics (none, served)."""
+        ...
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -108,6 +129,8 @@ def read_artifact_files(path: str | Path) -> ArtifactFiles:
     weights_bytes = weights_path.read_bytes()
     weights_sha = sha256_hex(weights_bytes)
     tensors = _read_weights(weights_bytes, weights_sha, manifest, weights_path)
+    for array in tensors.values():
+        array.setflags(write=False)  # the frozen statistics: nothing downstream may change them
     check_tensors(manifest.layers, tensors, weights_path)
     _check_buffers_match_manifest(manifest, v1_batchnorm, tensors, manifest_path)
     extra = _read_extra_files(manifest, path)
