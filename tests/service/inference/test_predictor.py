@@ -46,7 +46,10 @@ def test_loaded_network_is_in_eval_mode_with_no_parameter_requiring_grad(
         assert not any(p.requires_grad for p in network.parameters())
 
 
-def test_every_request_runs_under_inference_mode(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_request_runs_under_inference_mode(
+    torch_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = torch_client
     predictor = client.app.state.predictor  # type: ignore[attr-defined]
     modes: list[tuple[bool, bool, bool]] = []
 
