@@ -24,10 +24,17 @@ CLIENTS = {"client", "digits_client", "diabetes_client"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Runs every test served a client on both runtimes: those that take a client, and those that look one
-    up by name (``request.getfixturevalue``), which take ``request``."""
+    """Runs every test served a client on both runtimes: those that take a client, and those parametrized
+    with a client's name, which they look up with ``request.getfixturevalue``."""
     names = set(metafunc.fixturenames)
-    if names & CLIENTS or ("request" in names and "torch_client" not in names):
+    named = {
+        value
+        for marker in metafunc.definition.iter_markers("parametrize")
+        for values in marker.args[1:2]
+        for value in (v for param in values for v in (param if isinstance(param, tuple) else (param,)))
+        if isinstance(value, str)
+    }
+    if names & CLIENTS or named & CLIENTS:
         if "runtime" not in names:
             metafunc.fixturenames.append("runtime")
         metafunc.parametrize("runtime", RUNTIMES, indirect=True, scope="module")
