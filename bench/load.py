@@ -152,6 +152,7 @@ async def drive(
     stop: asyncio.Event | None = None,
     content_type: str = "application/json",
     accept: str = "",
+    path: str = "/predict",
 ) -> LoadResult:
     """Gives back the load result of ``concurrency`` keep-alive connections cycling through ``items``.
 
@@ -160,7 +161,6 @@ async def drive(
     (``Accept: application/octet-stream``) as the float32 array it holds. ``pause`` sleeps between a
     connection's requests (a trickle).
     """
-    path = "/predict"
     accept_line = f"Accept: {accept}\r\n" if accept else ""
     requests = [
         (
