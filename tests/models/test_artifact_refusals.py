@@ -279,6 +279,12 @@ MANIFEST_EDITS = [
         id="another-feature-count-everywhere",
     ),
     pytest.param(
+        lambda m: layer(m, "act2").update(name="act1"),
+        ManifestError,
+        r"manifest\.json: layer names must be unique, repeated: \['act1'\]",
+        id="repeated-layer-name",
+    ),
+    pytest.param(
         lambda m: layer(m, "head").update(out_features=4),
         ManifestError,
         r"manifest\.json: the last Linear layer must have 3 outputs for task 'classification', got 4",
