@@ -13,9 +13,8 @@ import argparse
 from typing import Any
 
 import orjson
-import uvicorn
 
-from bench.bare import ANSWER
+from bench.bare import ANSWER, serve
 
 BODY = orjson.dumps(ANSWER)
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
@@ -43,16 +42,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8003)
     args = parser.parse_args()
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-    )
+    serve(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":
