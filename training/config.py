@@ -54,6 +54,7 @@ class TrainConfig:
     out_dir: str | None = None  # default: artifacts/<dataset or CSV file stem>
     name: str | None = None  # default: the dataset name or CSV file stem
     num_canaries: int = 4  # raw validation rows stored with their outputs to verify the artifact on load
+    report: bool = False  # also store report.html and its PNGs (curves, BN statistics) in the artifact
     progress: bool = True  # show the tqdm progress bar
 
     def __post_init__(self) -> None:

@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from models import __version__
 from service.http.asgi import BNServe
 from service.http.errors import install_error_handlers
-from service.http.routes import bn_stats, drift, health, metadata, predict
+from service.http.routes import bn_stats, drift, health, history, metadata, predict, ui
 from service.http.routes import metrics as metrics_route
 from service.inference.predictor import Predictor
 from service.monitoring.drift import drift_monitor_for
@@ -68,14 +69,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # FastAPI's native OpenTelemetry looks the providers up in os.environ on every request, a noticeable
         # share of a one-row /predict (docs/PERFORMANCE.md). bnserve reports its own metrics instead.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Served by routes/ui.py with assets from this process: FastAPI's defaults load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.predictor = predictor
     app.state.metrics = metrics
     install_error_handlers(app)
     app.router.routes.append(predict.route)  # its OpenAPI description: BNServe.openapi
-    for router in (bn_stats.router, metadata.router, drift.router, health.router, metrics_route.router):
+    for router in (
+        bn_stats.router,
+        metadata.router,
+        drift.router,
+        health.router,
+        metrics_route.router,
+        history.router,
+        ui.router,
+    ):
         app.include_router(router)
+    app.mount(ui.STATIC_URL, StaticFiles(directory=ui.STATIC_DIR), name="static")
+    app.mount(ui.DOCS_ASSETS_URL, StaticFiles(directory=ui.docs_assets_dir()), name="docs-assets")
     return app
 
 
@@ -109,7 +123,7 @@ def _announce(settings: Settings, predictor: Predictor) -> None:
         "bnserve ready: model %r (%s, %d features), loaded in %.2f s, serving at %s\n"
         "  curl -s %s/predict -H 'Content-Type: application/json' -d '%s'\n"
         "  curl -s '%s/bn-stats?vectors=false'\n"
-        "  docs: %s/docs",
+        "  page: %s/   docs: %s/docs",
         artifact.manifest.name,
         artifact.manifest.task,
         len(artifact.manifest.feature_names),
@@ -117,6 +131,7 @@ def _announce(settings: Settings, predictor: Predictor) -> None:
         url,
         url,
         body,
+        url,
         url,
         url,
     )

@@ -17,12 +17,19 @@ from models.layers import BatchNormSpec
 from models.reader import bn_fingerprint
 from service.errors import NotFound
 from service.http.deps import PredictorDep
+from service.http.schemas import BNStats, errors
 from service.inference.predictor import Predictor
 
 router = APIRouter(tags=["inspect"])
 
 
-@router.get("/bn-stats", summary="Every BN layer's frozen statistics, in network order")
+@router.get(
+    "/bn-stats",
+    summary="Every BN layer's frozen statistics, in network order",
+    response_model=BNStats,
+    response_model_exclude_unset=True,
+    responses=errors(404, 422, 503),
+)
 def bn_stats(
     predictor: PredictorDep,
     layer: Annotated[str | None, Query(description="only this BN layer, e.g. bn1")] = None,

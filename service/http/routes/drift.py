@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from service.http.deps import PredictorDep
+from service.http.schemas import DriftReport, DriftReset, errors
 from service.inference.predictor import Predictor
 from service.monitoring.drift import DriftMonitor
 
@@ -16,6 +17,9 @@ router = APIRouter(tags=["inspect"])
 @router.get(
     "/drift",
     summary="Live traffic against the frozen BN statistics: a verdict, the input features, every BN layer",
+    response_model=DriftReport,
+    response_model_exclude_unset=True,
+    responses=errors(422, 503),
 )
 def drift(
     predictor: PredictorDep,
@@ -28,7 +32,13 @@ def drift(
     return _identity(predictor) | monitor.report(top=top, features=features)
 
 
-@router.post("/drift/reset", summary="Start a new drift window (this worker's)")
+@router.post(
+    "/drift/reset",
+    summary="Start a new drift window (this worker's)",
+    response_model=DriftReset,
+    response_model_exclude_unset=True,
+    responses=errors(503),
+)
 def reset(predictor: PredictorDep) -> dict[str, Any]:
     monitor = _monitor(predictor)
     if monitor is None:
