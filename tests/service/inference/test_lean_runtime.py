@@ -124,7 +124,7 @@ with TestClient(create_app(Settings(model_dir=sys.argv[1], runtime="lean", devic
                                        "Accept": "application/octet-stream"}),
     ):
         assert client.post("/predict", headers=headers, **body).status_code == 200
-    for path in ("/bn-stats", "/drift", "/metrics", "/metadata", "/healthz"):
+    for path in ("/bn-stats", "/drift", "/metrics", "/metadata", "/healthz", "/history", "/", "/openapi.json"):
         assert client.get(path).status_code == 200, path
 print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
 """
