@@ -31,19 +31,24 @@ class LeanRuntime:
         *,
         task: Literal["classification", "regression"],
         observer: DriftMonitor | None = None,
+        keep_logits: bool = False,
     ) -> None:
         self.network = network
         self.observer = observer
         self._softmax = task == "classification"
+        self._keep_logits = keep_logits and self._softmax
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Gives back class probabilities (B, K) or regression values (B, 1) for raw rows (B, F)."""
+        """Gives back class probabilities (B, K), with ``keep_logits`` followed by the logits they are the
+        softmax of (B, 2K), as ``TorchRuntime`` does, or regression values (B, 1), for raw rows (B, F)."""
         if self.observer is None:
             out = self.network(x)
         else:
             batch = self.observer.begin(x)
             out = self.network.forward(x, see=batch.see)
             batch.end()
+        if self._keep_logits:
+            return np.concatenate((softmax(out), out), axis=1)
         return softmax(out) if self._softmax else out
 
 

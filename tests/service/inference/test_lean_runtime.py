@@ -171,3 +171,17 @@ def test_a_lean_server_process_has_no_torch_library_mapped(
         [sys.executable, "-c", env_code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.stdout.split() == ["False", "True"], done.stdout + done.stderr[-3000:]
+
+
+def test_the_lean_runtime_can_give_the_logits_beside_the_probabilities(breast_cancer_artifact: Path) -> None:
+    from models.lean import fold, load_lean_artifact
+    from models.numpy_net import softmax
+    from service.inference.lean import LeanRuntime
+
+    network, _ = fold(load_lean_artifact(breast_cancer_artifact))
+    rows = rows_like_training(breast_cancer_artifact, 64, seed=7)
+    both = LeanRuntime(network, task="classification", keep_logits=True).forward(rows)
+    assert both.shape == (64, 4)  # probabilities of the 2 classes, then their logits
+    np.testing.assert_array_equal(both[:, 2:], network(rows))
+    np.testing.assert_array_equal(both[:, :2], softmax(network(rows)))
+    np.testing.assert_array_equal(LeanRuntime(network, task="classification").forward(rows), both[:, :2])
