@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 
 from bench.load import free_port
+from models.lean import fold, load_lean_artifact
+from models.numpy_net import softmax
+from service.inference.lean import LeanRuntime
 from tests.service.serving import loaded_predictor, rows_like_training, serving
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -174,10 +177,6 @@ def test_a_lean_server_process_has_no_torch_library_mapped(
 
 
 def test_the_lean_runtime_can_give_the_logits_beside_the_probabilities(breast_cancer_artifact: Path) -> None:
-    from models.lean import fold, load_lean_artifact
-    from models.numpy_net import softmax
-    from service.inference.lean import LeanRuntime
-
     network, _ = fold(load_lean_artifact(breast_cancer_artifact))
     rows = rows_like_training(breast_cancer_artifact, 64, seed=7)
     both = LeanRuntime(network, task="classification", keep_logits=True).forward(rows)
