@@ -10,7 +10,8 @@ Every error names the file it is about and says what was expected and what was f
      ├── TensorMismatchError       a tensor is missing, extra, or has the wrong shape or dtype
      ├── NonFiniteError            a tensor holds NaN or +-inf
      ├── CanaryMismatchError       the rebuilt network does not reproduce the outputs recorded at export
-     └── UnsupportedLayerError     the lean (numpy) runtime does not compute one of the layers
+     ├── UnsupportedLayerError     the lean (numpy) runtime does not compute one of the layers
+     └── ExportError               an export for another runtime (ONNX, Triton) failed or did not verify
 """
 
 from __future__ import annotations
@@ -55,4 +56,8 @@ class CanaryMismatchError(ArtifactError):
 
 
 class UnsupportedLayerError(ArtifactError):
+    pass
+
+
+class ExportError(ArtifactError):
     pass

@@ -24,6 +24,9 @@ from service.settings import Settings  # noqa: E402
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.splitlines()[0])
     parser.add_argument("--model", dest="model_dir", help="artifact directory (BNSERVE_MODEL_DIR)")
+    parser.add_argument(
+        "--model-name", help="name served under /v2/models/NAME (BNSERVE_MODEL_NAME; default: the manifest's)"
+    )
     parser.add_argument("--host", help="address to bind (BNSERVE_HOST)")
     parser.add_argument("--port", type=int, help="port (BNSERVE_PORT)")
     parser.add_argument("--workers", type=int, help="worker processes (BNSERVE_WORKERS)")

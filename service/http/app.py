@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from models import __version__
 from service.http.asgi import BNServe
 from service.http.errors import install_error_handlers
-from service.http.routes import bn_stats, drift, health, history, metadata, predict, ui
+from service.http.routes import bn_stats, drift, health, history, metadata, oip, predict, ui
 from service.http.routes import metrics as metrics_route
 from service.inference.predictor import Predictor
 from service.monitoring.drift import drift_monitor_for
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.predictor = predictor
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.router.routes.append(predict.route)  # its OpenAPI description: BNServe.openapi
+    app.router.routes.extend([predict.route, *oip.routes])  # their OpenAPI description: BNServe.openapi
     for router in (
         bn_stats.router,
         metadata.router,
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics_route.router,
         history.router,
         ui.router,
+        oip.router,
     ):
         app.include_router(router)
     app.mount(ui.STATIC_URL, StaticFiles(directory=ui.STATIC_DIR), name="static")

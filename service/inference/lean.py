@@ -66,5 +66,6 @@ def load_lean(settings: Settings, monitor: MonitorFactory | None) -> Loaded:
         if not diff <= FOLD_TOLERANCE:
             raise RuntimeError(fold_refused(diff))
     drift = monitor(artifact) if monitor is not None else None
-    runtime = LeanRuntime(network, task=artifact.manifest.task, observer=drift)
+    task = artifact.manifest.task
+    runtime = LeanRuntime(network, task=task, observer=drift, keep_logits=task == "classification")
     return Loaded(artifact, runtime, "cpu", diff, drift)

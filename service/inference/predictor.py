@@ -4,6 +4,7 @@ predictor = Predictor(settings, monitor=drift_monitor_for(settings), on_batch=..
 predictor.load()                  # verify, freeze, fold BN, self-test; then ready
 predictor.ready                   # True once loaded; else predictor.error says why
 out = await predictor.predict(rows)   # rows: float32 (B, F) -> probabilities (B, K) or values (B, 1)
+out, logits = await predictor.predict_outputs(rows)   # the same, and a classifier's logits (B, K)
 predictor.answers.encode(out)     # the /predict answer as JSON (service/inference/answers.py)
 
 Its collaborators come in at construction: ``monitor`` builds the drift monitor of the loaded artifact,
@@ -54,6 +55,7 @@ class Predictor:
         self.drift: DriftMonitor | None = None
         self.device = "cpu"  # where the forwards run
         self.fold_max_abs_diff: float | None = None
+        self.num_classes: int | None = None  # a classifier's K: its forward gives probabilities then logits
         self.load_seconds: float | None = None
         self._monitor = monitor
         self._on_batch = on_batch
@@ -98,6 +100,8 @@ class Predictor:
             loaded.fold_max_abs_diff,
         )
         self.artifact, self.serving_model, self.drift = loaded.artifact, loaded.serving_model, loaded.drift
+        # Both runtimes give a classifier's probabilities then its logits (keep_logits): split per request.
+        self.num_classes = m.num_outputs if m.task == "classification" else None
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -115,8 +119,15 @@ class Predictor:
 
     async def predict(self, rows: np.ndarray) -> np.ndarray:
         """Gives back the batch output for ``rows`` (B, F): class probabilities (B, K) or values (B, 1)."""
+        return (await self.predict_outputs(rows))[0]
+
+    async def predict_outputs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Gives back (probabilities (B, K) or values (B, 1), a classifier's logits (B, K) or None) for
+        ``rows`` (B, F), from the same forward pass as every other request merged with them."""
         self.require_ready()
         assert self.batcher is not None
         if self._on_predict_rows is not None:
             self._on_predict_rows(len(rows))
-        return await self.batcher.submit(rows)
+        out = await self.batcher.submit(rows)
+        k = self.num_classes
+        return (out, None) if k is None else (out[:, :k], out[:, k:])

@@ -6,7 +6,7 @@
 
     bnserve_requests_total{route, method, status}   route is the template ("/predict"), never the raw path
     bnserve_request_duration_seconds{route, method} histogram, until the response is sent
-    bnserve_predict_rows                            histogram: rows per /predict request
+    bnserve_predict_rows                            histogram: rows per prediction request (/predict, OIP infer)
     bnserve_batch_rows                              histogram: rows per forward pass (the micro-batch size)
     bnserve_model_info{model, artifact_sha256, bn_fingerprint}  1
     bnserve_drift_score{layer}                      the drift score of each BN layer and of layer="input"
@@ -80,7 +80,10 @@ class Metrics:
             registry=r,
         )
         self.predict_rows = Histogram(
-            "bnserve_predict_rows", "rows per /predict request", buckets=ROW_BUCKETS, registry=r
+            "bnserve_predict_rows",
+            "rows per prediction request (/predict and OIP infer)",
+            buckets=ROW_BUCKETS,
+            registry=r,
         )
         self.batch_rows = Histogram(
             "bnserve_batch_rows", "rows per forward pass (micro-batch size)", buckets=ROW_BUCKETS, registry=r
