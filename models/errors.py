@@ -10,6 +10,7 @@ Every error names the file it is about and says what was expected and what was f
      ├── TensorMismatchError       a tensor is missing, extra, or has the wrong shape or dtype
      ├── NonFiniteError            a tensor holds NaN or +-inf
      ├── CanaryMismatchError       the rebuilt network does not reproduce the outputs recorded at export
+     ├── UnsupportedLayerError     the lean (numpy) runtime does not compute one of the layers
      └── ExportError               an export for another runtime (ONNX, Triton) failed or did not verify
 """
 
@@ -51,6 +52,10 @@ class NonFiniteError(ArtifactError):
 
 
 class CanaryMismatchError(ArtifactError):
+    pass
+
+
+class UnsupportedLayerError(ArtifactError):
     pass
 
 

@@ -32,8 +32,17 @@ class Settings(BaseSettings):
     access_log: bool = Field(False, description="log every request (costs throughput)")
     max_rows: int = Field(4096, ge=1, description="most rows one /predict request may carry")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest accepted request body")
-    torch_threads: int = Field(1, ge=1, description="torch intra-op threads for the forward pass")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
+    runtime: Literal["torch", "lean"] = Field(
+        "torch",
+        description="what computes the network: torch (CPU or CUDA), or lean: numpy on the CPU, never "
+        "imports torch (starts in a fraction of the time and memory; README)",
+    )
+    torch_threads: int = Field(
+        1, ge=1, description="threads for the forward pass: torch's intra-op pool, or numpy's BLAS (lean)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when available, else CPU; the lean runtime computes on the CPU"
+    )
     fold_bn: bool = Field(True, description="fold each BN into the preceding Linear/Conv for serving")
     max_batch_rows: int = Field(
         512, ge=1, description="micro-batching: most rows merged into one forward pass"

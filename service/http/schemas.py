@@ -121,6 +121,9 @@ class BNStats(BaseModel):
 
 
 class ServingInfo(BaseModel):
+    runtime: Literal["torch", "lean"] = Field(
+        description="what computes the network (BNSERVE_RUNTIME): torch, or lean (numpy, without torch)"
+    )
     device: str
     bn_folded: bool
     fold_max_abs_diff: float | None = Field(
@@ -129,7 +132,7 @@ class ServingInfo(BaseModel):
     max_rows: int
     max_batch_rows: int
     max_wait_ms: float
-    torch_threads: int
+    torch_threads: int = Field(description="forward threads: torch's intra-op pool, or numpy's BLAS on lean")
 
 
 class Metadata(BaseModel):

@@ -66,9 +66,16 @@ def parse_instances(body: bytes, feature_names: list[str], *, max_rows: int) -> 
                 rows = np.array(instances, dtype=np.float32)
         except (ValueError, TypeError, OverflowError):  # OverflowError: an integer beyond float64
             rows = None
-        if rows is not None and rows.ndim == 2 and rows.shape[1] == n and np.isfinite(rows).all():
+        if rows is not None and rows.ndim == 2 and rows.shape[1] == n and _all_finite(rows):
             return rows
     return _parse_exactly(instances, feature_names)
+
+
+def _all_finite(rows: np.ndarray) -> bool:
+    """Gives back whether every float32 value is finite: their float64 sum is finite exactly when they are
+    (a NaN or inf propagates, and no count of finite float32 values overflows float64). One reduction instead
+    of a boolean array and its ``all``: about half the cost for a one-row request."""
+    return math.isfinite(rows.sum(dtype=np.float64))
 
 
 def parse_float32_rows(body: bytes, feature_names: list[str], *, max_rows: int) -> np.ndarray:
@@ -89,7 +96,7 @@ def parse_float32_rows(body: bytes, feature_names: list[str], *, max_rows: int) 
     if rows > max_rows:
         raise PayloadTooLarge(f"expected at most {max_rows} rows per request, got {rows}")
     out = np.frombuffer(body, dtype="<f4").reshape(rows, n).astype(np.float32)  # a native, writable copy
-    if not np.isfinite(out).all():
+    if not _all_finite(out):
         i, j = (int(k) for k in np.argwhere(~np.isfinite(out))[0])
         raise Unprocessable(
             f"expected a finite number at row {i}, column {j} ({feature_names[j]!r}), got {out[i, j]}"
@@ -122,7 +129,7 @@ def _numeric_rows(body: bytes, n: int, *, max_rows: int) -> np.ndarray | None:
         return None
     with np.errstate(over="ignore"):  # beyond float32's range: inf, refused by the exact path
         rows = flat.astype(np.float32).reshape(b, n)
-    return rows if np.isfinite(rows).all() else None
+    return rows if _all_finite(rows) else None
 
 
 def _only_numbers_after_the_key(body: bytes) -> bool:

@@ -44,7 +44,7 @@ from prometheus_client import (
     values,
 )
 
-from models import Artifact
+from models.reader import VerifiedArtifact
 from service.monitoring.drift import DriftMonitor
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -132,7 +132,7 @@ class Metrics:
         series[0].inc()
         series[1].observe(seconds)
 
-    def set_model(self, artifact: Artifact) -> None:
+    def set_model(self, artifact: VerifiedArtifact) -> None:
         self.model_info.labels(artifact.manifest.name, artifact.weights_sha256, artifact.bn_fingerprint).set(
             1
         )

@@ -44,6 +44,7 @@ def metadata_view(predictor: Predictor) -> dict[str, Any]:
         "batchnorm": [b.model_dump() for b in artifact.batchnorm],
         "bn_statistics": m.bn_statistics.model_dump(),
         "serving": {
+            "runtime": s.runtime,
             "device": str(predictor.device),
             "bn_folded": s.fold_bn,
             "fold_max_abs_diff": predictor.fold_max_abs_diff,

@@ -45,11 +45,17 @@ def drift_after(client: TestClient, rows: np.ndarray) -> dict[str, Any]:
     return answer
 
 
-@pytest.fixture(scope="module", params=["breast_cancer", "digits"])
+@pytest.fixture(
+    scope="module",
+    params=[(d, r) for d in ("breast_cancer", "digits") for r in ("torch", "lean")],
+    ids=lambda p: "-".join(p),
+)
 def served(request: pytest.FixtureRequest) -> Iterator[tuple[TestClient, Path]]:
-    """An MLP and a CNN, with a minimum of rows their validation splits (113 and 359 rows) reach."""
-    artifact_dir: Path = request.getfixturevalue(f"{request.param}_artifact")
-    with serving(artifact_dir, drift_min_rows=100) as client:
+    """An MLP and a CNN, with a minimum of rows their validation splits (113 and 359 rows) reach, on both
+    runtimes (the lean one hands the monitor numpy activations)."""
+    dataset, runtime = request.param
+    artifact_dir: Path = request.getfixturevalue(f"{dataset}_artifact")
+    with serving(artifact_dir, drift_min_rows=100, runtime=runtime) as client:
         yield client, artifact_dir
 
 
