@@ -9,7 +9,8 @@ Every error names the file it is about and says what was expected and what was f
      ├── ChecksumError             a file's SHA-256 differs from the one recorded at export
      ├── TensorMismatchError       a tensor is missing, extra, or has the wrong shape or dtype
      ├── NonFiniteError            a tensor holds NaN or +-inf
-     └── CanaryMismatchError       the rebuilt network does not reproduce the outputs recorded at export
+     ├── CanaryMismatchError       the rebuilt network does not reproduce the outputs recorded at export
+     └── RepositoryNameError       a model or version name that cannot name a repository directory (ValueError)
 """
 
 from __future__ import annotations
@@ -50,4 +51,8 @@ class NonFiniteError(ArtifactError):
 
 
 class CanaryMismatchError(ArtifactError):
+    pass
+
+
+class RepositoryNameError(ArtifactError, ValueError):
     pass

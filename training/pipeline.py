@@ -9,6 +9,7 @@ export_artifact(cfg, model, layers, train_ds, val_ds, metrics, device="cpu")
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import nn
 
 from models import CNNConfig, LayerSpec, MLPConfig, build_network, cnn_layers, mlp_layers, save_artifact
 from models.layers import Rescale, Standardize
+from models.repository import publish_version
 from training.config import TrainConfig
 from training.data import Dataset, load_data, split_dataset
 from training.engine import fit, resolve_device
@@ -119,13 +121,17 @@ def export_artifact(
     *,
     device: str | torch.device,
 ) -> Path:
-    """Gives back the artifact directory (``cfg.out_dir``, default ``artifacts/<name>``), written atomically."""
-    out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else Path("artifacts") / cfg.source_name
+    """Gives back the artifact directory (``cfg.out_dir``, default ``artifacts/<name>``, or with
+    ``cfg.repository`` the next version ``<repository>/<name>/<N>``), written atomically."""
     name = cfg.name or cfg.source_name
-    return save_artifact(
-        out_dir,
-        model,
-        layers,
+    if cfg.repository is not None:
+        out_dir = Path(cfg.repository) / name
+    else:
+        out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else Path("artifacts") / cfg.source_name
+    save = functools.partial(
+        save_artifact,
+        model=model,
+        layers=layers,
         name=name,
         task=train.task,
         feature_names=train.feature_names,
@@ -136,6 +142,9 @@ def export_artifact(
         training=training_record(cfg, train, val, device=device, out_dir=out_dir, name=name),
         metrics=metrics,
     )
+    if cfg.repository is not None:
+        return publish_version(cfg.repository, name, save)
+    return save(out_dir)
 
 
 def training_record(
