@@ -81,7 +81,7 @@ def parse_model_config(data: bytes) -> ModelConfig:
                 f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in errors()[:5]
             )
             raise ValueError(
-                f"{problems} (expected {{\"version_policy\": {{\"latest\": {{\"num_versions\": N}}}}}}, "
+                f'{problems} (expected {{"version_policy": {{"latest": {{"num_versions": N}}}}}}, '
                 '{"all": {}} or {"specific": {"versions": [...]}})'
             ) from None
         raise

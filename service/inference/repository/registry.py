@@ -36,7 +36,7 @@ from service.inference.repository.scan import Fingerprint, ModelFiles, Source, V
 log = logging.getLogger("bnserve")
 
 State = Literal["READY", "LOADING", "UNAVAILABLE"]
-UNLOADED = "unloaded"  # an override: the model was unloaded by request
+UNLOADED: Literal["unloaded"] = "unloaded"  # an override: the model was unloaded by request
 Override = list[int] | Literal["unloaded"]  # JSON-able, so several workers can share them
 
 
@@ -184,6 +184,11 @@ class ModelRegistry(Generic[S]):
         except RepositoryNameError as e:
             raise BadRequest(str(e)) from None
 
+    def _number(self, version: str | int) -> int:
+        number = self._version_number(version)
+        assert number is not None
+        return number
+
     def _not_serving(self, name: str) -> Exception:
         if name not in self._models and name not in self._status:
             known = sorted(self._models)
@@ -193,7 +198,9 @@ class ModelRegistry(Generic[S]):
         )
         return NotReady(f"model {name!r} has no version ready: {reasons or 'no version directory'}")
 
-    def _version_not_serving(self, name: str, number: int | None, serving: dict[int, _Loaded[S]]) -> Exception:
+    def _version_not_serving(
+        self, name: str, number: int | None, serving: dict[int, _Loaded[S]]
+    ) -> Exception:
         status = self._status.get(name, {}).get(number) if number is not None else None
         where = f"the serving versions are {sorted(serving)}"
         if status is None:
@@ -208,9 +215,7 @@ class ModelRegistry(Generic[S]):
         """Gives back every model and version the repository holds or serves, in name and number order."""
         with self._lock:
             return [
-                status
-                for name in sorted(self._status)
-                for _, status in sorted(self._status[name].items())
+                status for name in sorted(self._status) for _, status in sorted(self._status[name].items())
             ]
 
     def models(self) -> list[str]:
@@ -230,7 +235,7 @@ class ModelRegistry(Generic[S]):
         """(Re)loads ``model`` by its policy or, given ``versions``, serves exactly those (a rollback)
         until the next plain load. Raises ``BadRequest``/``NotFound`` for names that are not there."""
         name = self._model_name(model)
-        numbers = None if versions is None else sorted({self._version_number(v) for v in versions})  # type: ignore[type-var]
+        numbers = None if versions is None else sorted({self._number(v) for v in versions})
         return self._executor.submit(self._load_model, name, numbers)
 
     def unload(self, model: str, version: str | int | None = None) -> Future[Outcome]:
@@ -247,7 +252,7 @@ class ModelRegistry(Generic[S]):
                 f"model {name!r} has no version {', '.join(map(str, missing))}; its versions are "
                 f"{sorted(files.versions)}"
             )
-        self.overrides.set(name, numbers)  # type: ignore[arg-type]
+        self.overrides.set(name, numbers)
         try:
             return self._apply(name, files, retry=True)
         finally:
@@ -273,7 +278,9 @@ class ModelRegistry(Generic[S]):
     def _require_model(self, name: str) -> ModelFiles:
         files = self._models.get(name)
         if files is None:
-            raise NotFound(f"no model {name!r} in the {self.source.describe()}; the models are {sorted(self._models)}")
+            raise NotFound(
+                f"no model {name!r} in the {self.source.describe()}; the models are {sorted(self._models)}"
+            )
         return files
 
     def _apply_all(self, *, retry: bool) -> list[Outcome]:
@@ -333,11 +340,13 @@ class ModelRegistry(Generic[S]):
         override = self.overrides.get(name)
         if override == UNLOADED:
             return set(), "unloaded by request"
-        if override is not None:
+        if isinstance(override, list):
             return set(override), f"a load request asked for versions {sorted(override)}"
         if files.problem is not None:
             return set(self._serving.get(name, {})), f"kept: {files.problem}"
-        return files.policy.select(files.versions), f"not selected by the version policy ({files.policy.describe()})"
+        return files.policy.select(
+            files.versions
+        ), f"not selected by the version policy ({files.policy.describe()})"
 
     def _load_version(
         self, name: str, version: VersionFiles, *, retry: bool, fresh: dict[int, _Loaded[S]]
@@ -432,7 +441,9 @@ class ModelRegistry(Generic[S]):
                     last = generation
                     self.refresh().result()
             except Exception:
-                log.exception("polling the %s failed; trying again in %.1f s", self.source.describe(), interval_s)
+                log.exception(
+                    "polling the %s failed; trying again in %.1f s", self.source.describe(), interval_s
+                )
 
     def close(self) -> None:
         """Stops polling and closes every loaded version."""

@@ -38,8 +38,8 @@ class SharedOverrides:
         self._cache: tuple[tuple[int, int], dict[str, Any]] | None = None
 
     def get(self, model: str) -> Override | None:
-        value = self._read()["overrides"].get(model)
-        return value  # type: ignore[no-any-return]
+        value: Override | None = self._read()["overrides"].get(model)
+        return value
 
     def set(self, model: str, value: Override | None) -> None:
         with self._locked():
@@ -93,7 +93,9 @@ class WorkerBoard:
             }
             for s in index
         ]
-        _write_atomically(self.dir / f"{self.pid}.json", {"pid": self.pid, "generation": generation, "index": entries})
+        _write_atomically(
+            self.dir / f"{self.pid}.json", {"pid": self.pid, "generation": generation, "index": entries}
+        )
 
     def withdraw(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -120,7 +122,9 @@ class WorkerBoard:
             if pid == self.pid:
                 continue
             for e in board["index"]:
-                status = VersionStatus(e["model"], e["version"], e["state"], e["reason"], e["artifact_sha256"])
+                status = VersionStatus(
+                    e["model"], e["version"], e["state"], e["reason"], e["artifact_sha256"]
+                )
                 seen.setdefault((status.model, status.version), {})[pid] = status
         for status in own:
             seen.setdefault((status.model, status.version), {})[self.pid] = status
@@ -146,7 +150,8 @@ def _agree(model: str, version: int, by_pid: dict[int, VersionStatus]) -> Versio
         reason = first.reason if len(by_pid) == 1 else f"{first.reason} (all {len(by_pid)} workers)"
         return VersionStatus(model, version, first.state, reason, sha)
     where = "; ".join(
-        f"{state} on worker(s) {sorted(p for p, s in by_pid.items() if s.state == state)}" for state in sorted(states)
+        f"{state} on worker(s) {sorted(p for p, s in by_pid.items() if s.state == state)}"
+        for state in sorted(states)
     )
     return VersionStatus(model, version, "LOADING", f"the workers are converging: {where}")
 

@@ -46,7 +46,9 @@ def answer(registry: ModelRegistry[FakeVersion], model: str | None = None, versi
         return f"{served.model}/{served.version}={served.value.value}"
 
 
-def test_by_default_only_the_latest_version_serves_and_the_older_ones_say_why(tmp_path: Path, make_registry) -> None:
+def test_by_default_only_the_latest_version_serves_and_the_older_ones_say_why(
+    tmp_path: Path, make_registry
+) -> None:
     put_version(tmp_path, "wine", 1, "w1")
     put_version(tmp_path, "wine", 2, "w2")
     registry = make_registry(tmp_path)
@@ -102,7 +104,9 @@ def test_versions_load_on_the_background_thread_while_the_serving_one_keeps_answ
     assert set(loader.threads) == {"bnserve-repository_0"}
 
 
-def test_a_refused_version_says_why_and_the_serving_version_keeps_serving(tmp_path: Path, make_registry) -> None:
+def test_a_refused_version_says_why_and_the_serving_version_keeps_serving(
+    tmp_path: Path, make_registry
+) -> None:
     put_version(tmp_path, "wine", 1, "w1")
     registry = make_registry(tmp_path)
     registry.refresh().result()
@@ -202,7 +206,9 @@ def test_unloading_one_version_keeps_the_others(tmp_path: Path, make_registry) -
         registry.unload("wine", "2").result()
 
 
-def test_several_models_each_answer_by_name_and_the_default_is_the_setting(tmp_path: Path, make_registry) -> None:
+def test_several_models_each_answer_by_name_and_the_default_is_the_setting(
+    tmp_path: Path, make_registry
+) -> None:
     put_version(tmp_path, "iris", 1, "i1")
     put_version(tmp_path, "wine", 4, "w4")
     registry = make_registry(tmp_path, default_model="wine")
