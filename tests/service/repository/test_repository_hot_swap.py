@@ -1,0 +1,153 @@
+"""Hot swaps under load, against a real server process over a real socket: 16 connections sending one-row
+and 256-row requests while versions are swapped, and while tampered versions are put into the repository.
+
+Zero failed requests, and every answer equal (1e-6) to the unbatched, unfolded network of the version it
+names. Swap latency is a benchmark (bench/repository.py), never asserted here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from swapping import (
+    ADMIN_TOKEN,
+    Load,
+    Versions,
+    change_running_var_and_reseal,
+    copy_version,
+    drive_until,
+    edit_manifest_eps,
+    flip_weight_byte,
+    publish,
+    remove_weights,
+    wait_for,
+)
+from test_e2e_server import free_port, running_server
+
+from training import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``bc/1`` and ``bc/2``: the breast-cancer MLP trained with two seeds (different weights)."""
+    repo = tmp_path_factory.mktemp("repo")
+    for seed in (0, 1):
+        train(
+            TrainConfig(
+                dataset="breast_cancer", repository=str(repo), name="bc", seed=seed, epochs=2,
+                hidden=(32, 32), device="cpu", progress=False,
+            )
+        )  # fmt: skip
+    return repo
+
+
+class Traffic:
+    """The load generator, on its own thread and event loop, until ``stop``."""
+
+    def __init__(self, port: int, versions: Versions) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self.result: Load | None = None
+        self._thread = threading.Thread(target=self._run, args=(port, versions))
+        self._thread.start()
+
+    def _run(self, port: int, versions: Versions) -> None:
+        self.result = self._loop.run_until_complete(drive_until(port, versions, self._stop))
+
+    def stop(self) -> Load:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=60)
+        assert self.result is not None
+        return self.result
+
+
+@pytest.fixture
+def server(repository: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    env = {
+        "BNSERVE_REPOSITORY": str(repository),
+        "BNSERVE_ADMIN_TOKEN": ADMIN_TOKEN,
+        "BNSERVE_DEVICE": "cpu",
+        **getattr(request, "param", {}),
+    }
+    command = [sys.executable, "-m", "service", "--port", str(port)]
+    with running_server(command, port, tmp_path / "server.log", env) as url:
+        yield url, port
+
+
+def admin(url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=120)
+
+
+def test_twenty_swaps_under_load_fail_no_request_and_each_answer_is_the_named_versions(
+    repository: Path, server: tuple[str, int]
+) -> None:
+    url, port = server
+    versions = Versions.of(repository / "bc", [1, 2])
+    traffic = Traffic(port, versions)
+    swapped_in = []
+    try:
+        with admin(url) as http:
+            assert wait_for(
+                lambda: http.get("/models").json()["models"][0]["versions"][1]["state"] == "READY"
+            )
+            for i in range(20):
+                version = "1" if i % 2 == 0 else "2"
+                answer = http.post("/v2/repository/models/bc/load", json={"parameters": {"version": version}})
+                assert answer.status_code == 200, answer.text
+                probe = http.post("/predict", json={"instances": versions.rows[:1].tolist()}).json()
+                swapped_in.append(probe["version"])
+                threading.Event().wait(0.3)  # let the traffic run on this version a while
+    finally:
+        load = traffic.stop()
+
+    assert swapped_in == ["1", "2"] * 10
+    assert load.failures == [] and load.wrong == [], (load.failures[:5], load.wrong[:5])
+    assert load.answers["1"] > 0 and load.answers["2"] > 0 and load.total > 100
+
+
+TAMPERINGS = [
+    (flip_weight_byte, "SHA-256"),
+    (change_running_var_and_reseal, "bn_fingerprint"),
+    (edit_manifest_eps, "manifest"),
+    (remove_weights, "missing weights.safetensors"),
+]
+
+
+@pytest.mark.parametrize("server", [{"BNSERVE_REPOSITORY_POLL_S": "0.2"}], indirect=True)
+def test_tampered_versions_put_in_under_load_are_refused_and_the_previous_one_keeps_answering(
+    repository: Path, server: tuple[str, int]
+) -> None:
+    url, port = server
+    model_dir = repository / "bc"
+    versions = Versions.of(model_dir, [2])
+    traffic = Traffic(port, versions)
+    refused = {}
+    try:
+        with admin(url) as http:
+            for number, (tamper, reason) in enumerate(TAMPERINGS, start=3):
+                staging = copy_version(model_dir, 2, number)
+                tamper(staging)
+                publish(staging, number)
+
+                def index(number: int = number) -> dict[str, str]:
+                    entries = http.post("/v2/repository/index", json={}).json()
+                    return next((e for e in entries if e["version"] == str(number)), {})
+
+                assert wait_for(lambda: index().get("state") == "UNAVAILABLE", timeout_s=60), index()
+                refused[number] = index()["reason"]
+                assert reason in refused[number]
+                assert http.get("/readyz").status_code == 200
+    finally:
+        load = traffic.stop()
+
+    assert load.failures == [] and load.wrong == [], (load.failures[:5], load.wrong[:5])
+    assert set(load.answers) == {"2"} and load.total > 50
