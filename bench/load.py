@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,13 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(99)))
 end
 """
+
+
+def free_port() -> int:
+    """Gives back a TCP port on 127.0.0.1 that nothing listens on now (the tests use it too)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass

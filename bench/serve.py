@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,9 +36,9 @@ import orjson
 import torch
 
 from bench.check import Reference, check_answer, request_body, sample_rows
-from bench.load import Item, LoadResult, drive, drive_wrk, have_wrk
+from bench.load import Item, LoadResult, drive, drive_wrk, free_port, have_wrk
 from models import Artifact, ArtifactError, fold_batchnorm, load_artifact
-from service.predictor import keep_freed_memory
+from service.inference.tuning import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = Path(tempfile.gettempdir()) / "bnserve-bench" / "breast_cancer-256-256"
@@ -177,12 +176,6 @@ def _best_seconds(fn: Any, batch: int) -> float:
                 fn()
             times.append((time.perf_counter() - t0) / n)
     return min(times)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[f"BNSERVE_{key.upper()}"] = str(value)
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(message)s")
     uvicorn.run(
-        "service.app:create_app",
+        "service.http.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,

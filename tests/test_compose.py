@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from bench.load import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -109,12 +110,6 @@ class Service:
         assert kind in ("CMD", "CMD-SHELL"), f"{self.name}: unexpected healthcheck test {test!r}"
         args = [self.to_host(arg) for arg in args]
         return args if kind == "CMD" else ["sh", "-c", args[0]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_trainer(volume_root: Path) -> subprocess.CompletedProcess[str]:

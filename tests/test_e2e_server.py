@@ -1,7 +1,7 @@
 """End to end: a real server process on a free port, spoken to over HTTP, then stopped cleanly.
 
 python -m service --model DIR --port PORT
-BNSERVE_MODEL_DIR=DIR uvicorn --factory service.app:create_app --port PORT
+BNSERVE_MODEL_DIR=DIR uvicorn --factory service.http.app:create_app --port PORT
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.load import free_port
+
 pytestmark = pytest.mark.slow
 
 STARTUP_SECONDS = 60  # importing torch on a busy 2-core machine takes a while
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -126,7 +120,15 @@ def test_uvicorn_factory_form_serves_the_model_named_by_bnserve_model_dir(
     breast_cancer_artifact: Path, tmp_path: Path
 ) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "service.http.app:create_app",
+        "--port",
+        str(port),
+    ]
     env = {"BNSERVE_MODEL_DIR": str(breast_cancer_artifact), "BNSERVE_PORT": str(port)}
 
     with running_server(command, port, tmp_path / "server.log", env=env) as url:

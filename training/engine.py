@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from models.device import DeviceError, pick_device
 from models.layers import Rescale
 from training.config import TrainConfig
 from training.data import Dataset
@@ -42,14 +43,11 @@ class DeviceSplit:
 
 
 def resolve_device(name: str) -> torch.device:
-    """Gives back the device ``name`` asks for; ``auto`` is CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device 'cuda' asked for but CUDA is not available (torch {torch.__version__}); use cpu"
-        )
-    return torch.device(name)
+    """Gives back the device ``name`` asks for (models.device.pick_device), as a ConfigError when absent."""
+    try:
+        return pick_device(name)
+    except DeviceError as e:
+        raise ConfigError(str(e)) from None
 
 
 @contextmanager

@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tiny_nets import KINDS, Trained, downgrade_to_format_1, export, make_trained
+
+from tests.models.tiny_nets import KINDS, Trained, downgrade_to_format_1, export, make_trained
 
 
 @pytest.fixture(scope="session")

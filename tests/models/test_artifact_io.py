@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 import pytest
 import torch
-from tiny_nets import KINDS, Trained, export
 
 from models import FORMAT_VERSION, load_artifact, model_bn_fingerprint
 from models.errors import ArtifactNotFoundError, NonFiniteError
+from tests.models.tiny_nets import KINDS, Trained, export
 
 SERVING_FILES = {"manifest.json", "manifest.sha256", "weights.safetensors"}
 

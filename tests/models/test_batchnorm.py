@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from tiny_nets import KINDS, Trained
 from torch import nn
 
 from models import (
@@ -19,6 +18,7 @@ from models import (
 )
 from models.bn import BN_BUFFERS, training_bn_layers
 from models.layers import BatchNormSpec, LinearSpec, StandardizeSpec
+from tests.models.tiny_nets import KINDS, Trained
 
 
 def _bn_count(net: nn.Module) -> int:

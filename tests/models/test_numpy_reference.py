@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import orjson
 import pytest
 import torch
-from tiny_nets import KINDS, Trained
 
 from models import Manifest, load_artifact
 from models.artifact import check_manifest_consistency
+from tests.models.tiny_nets import KINDS, Trained
 
 ARTIFACT_MD = Path(__file__).parents[2] / "docs" / "ARTIFACT.md"
 

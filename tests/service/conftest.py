@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from serving import serving
+
+from tests.service.serving import serving
 
 
 @pytest.fixture(scope="module")

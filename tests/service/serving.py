@@ -1,4 +1,5 @@
-"""Helpers the service tests share: an app served from an artifact directory, and its manifest."""
+"""Helpers the service tests share: an app served from an artifact directory, a loaded predictor, its
+manifest, rows like the training data, concurrent posts. Import them: ``from tests.service.serving import ...``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import httpx
 import numpy as np
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from service.http.app import create_app
+from service.inference.predictor import Predictor
+from service.monitoring.drift import drift_monitor_for
 from service.settings import Settings
 
 
@@ -25,11 +28,27 @@ def serving(model_dir: Path, **settings: Any) -> Iterator[TestClient]:
         yield client
 
 
-def rows_like_training(client: TestClient, count: int, seed: int = 0) -> np.ndarray:
-    """Gives back ``count`` float32 rows spread like the training data (mean ± 3 std per feature)."""
-    std = client.get("/bn-stats").json()["input_standardization"]
-    z = np.random.default_rng(seed).uniform(-3, 3, size=(count, len(std["mean"])))
-    return (np.array(std["mean"]) + z * np.array(std["std"])).astype(np.float32)
+def rows_like_training(
+    source: Path | TestClient, count: int, *, seed: int = 0, shift: float = 0.0
+) -> np.ndarray:
+    """Gives back ``count`` float32 rows spread like the training data: per feature, the training mean plus
+    ``N(shift, 1)`` training standard deviations. ``source``: the artifact directory, or a client serving it."""
+    artifact_dir = source.app.state.settings.model_dir if isinstance(source, TestClient) else source  # type: ignore[attr-defined]
+    std = manifest_of(artifact_dir)["input_standardization"]
+    mean, scale = np.array(std["mean"]), np.array(std["std"])
+    z = np.random.default_rng(seed).normal(shift, 1.0, size=(count, len(mean)))
+    return (mean + z * scale).astype(np.float32)
+
+
+def loaded_predictor(model_dir: Path, **settings: Any) -> Predictor:
+    """Gives back a predictor of ``model_dir`` loaded and ready, with its drift monitor wired as the app
+    wires it (service/http/app.py); CPU so outputs compare exactly."""
+    settings.setdefault("device", "cpu")
+    s = Settings(model_dir=model_dir, **settings)
+    predictor = Predictor(s, monitor=drift_monitor_for(s))
+    predictor.load()
+    assert predictor.ready, predictor.error
+    return predictor
 
 
 def manifest_of(artifact_dir: Path) -> dict[str, Any]:

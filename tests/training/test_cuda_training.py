@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_running_stats_ema import CASES, capture_bn_inputs, numpy_ema
 
 from models import batchnorm_layers, load_artifact
+from tests.training.test_running_stats_ema import CASES, capture_bn_inputs, numpy_ema
 from training import TrainConfig, build_model, export_artifact, fit, load_data, split_dataset, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,0 +1,71 @@
+"""The ASGI entry: every HTTP request is timed and counted here, and POST /predict goes straight to its handler.
+
+The hot route skips FastAPI's middleware stack and router (several ASGI layers, a large share of a one-row
+request's CPU); every other request, lifespan included, takes the ordinary path. This is the one place that
+records request metrics, for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import Message, Receive, Scope, Send
+
+from service.http.errors import error_response
+from service.http.routes import predict
+
+log = logging.getLogger("bnserve")
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class BNServe(FastAPI):
+    """FastAPI, with ``POST /predict`` dispatched straight to ``predict.predict`` and request metrics kept.
+
+    ``app.state.metrics`` (service/monitoring/metrics.py) gets every HTTP request by route template
+    ("unmatched" for a path no route has), method and status, timed until the response is sent.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500  # 500: what the client gets when nothing was sent
+        if scope["method"] == "POST" and scope["path"] == predict.PATH:
+            scope["app"] = self
+            try:
+                status = await predict.predict(scope, receive, send)
+            except Exception:
+                log.exception("unhandled error on POST %s", predict.PATH)
+                with contextlib.suppress(Exception):  # the response may have started, or the client gone
+                    await error_response(500, "internal error")(scope, receive, send)
+            finally:
+                self.state.metrics.observe_request(predict.PATH, "POST", status, time.perf_counter() - start)
+            return
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, send_and_note_status)
+        finally:
+            # The router has put the matched route in the scope; unmatched paths share one label.
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.state.metrics.observe_request(route, method, status, time.perf_counter() - start)
+
+    def openapi(self) -> dict[str, Any]:
+        """Gives back FastAPI's schema of the routes, with POST /predict as ``predict.Predict`` describes it."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            schema["paths"] = {predict.PATH: predict.Predict.openapi(components), **schema["paths"]}
+            self.openapi_schema = schema
+        return self.openapi_schema

@@ -1,0 +1,55 @@
+"""GET /drift and POST /drift/reset: live traffic against the frozen BN statistics (service/monitoring/drift)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from service.http.deps import PredictorDep
+from service.inference.predictor import Predictor
+from service.monitoring.drift import DriftMonitor
+
+router = APIRouter(tags=["inspect"])
+
+
+@router.get(
+    "/drift",
+    summary="Live traffic against the frozen BN statistics: a verdict, the input features, every BN layer",
+)
+def drift(
+    predictor: PredictorDep,
+    top: Annotated[int, Query(ge=1, le=1000, description="worst channels listed per layer")] = 5,
+    features: Annotated[bool, Query(description="false: leave out the per-feature list of the input")] = True,
+) -> dict[str, Any]:
+    monitor = _monitor(predictor)
+    if monitor is None:
+        return _identity(predictor) | _DISABLED
+    return _identity(predictor) | monitor.report(top=top, features=features)
+
+
+@router.post("/drift/reset", summary="Start a new drift window (this worker's)")
+def reset(predictor: PredictorDep) -> dict[str, Any]:
+    monitor = _monitor(predictor)
+    if monitor is None:
+        return _identity(predictor) | _DISABLED
+    monitor.reset()
+    return _identity(predictor) | {"enabled": True, "reset": True, "since": monitor.since}
+
+
+_DISABLED = {
+    "enabled": False,
+    "verdict": "disabled",
+    "alert": False,
+    "message": "the drift monitor is off (BNSERVE_DRIFT_ENABLED=false)",
+}
+
+
+def _monitor(predictor: Predictor) -> DriftMonitor | None:
+    predictor.require_ready()
+    return predictor.drift
+
+
+def _identity(predictor: Predictor) -> dict[str, Any]:
+    artifact = predictor.require_ready()
+    return {"model": artifact.manifest.name, "artifact_sha256": artifact.weights_sha256}

@@ -1,0 +1,213 @@
+"""POST /predict: rows in, one prediction per row out; answered at the ASGI level by ``Predict``.
+
+``Predict`` is one object that both answers the route and describes it: ``BNServe`` (service/http/asgi.py)
+hands ``POST /predict`` straight to it, before FastAPI's middleware stack and router, whose layers cost
+more than a one-row prediction (docs/PERFORMANCE.md); the same object is the endpoint of the router's
+``/predict`` route (so other methods get 405) and ``Predict.openapi`` is what /openapi.json says of it.
+
+The answer is JSON unless the request's ``Accept`` prefers ``application/octet-stream`` to
+``application/json`` (``prefers_float32``): then it is the bulk answer, raw little-endian float32 (B, K)
+described by ``x-bnserve-*`` headers (service/inference/answers.py). Errors are JSON either way.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from service.errors import PayloadTooLarge, ServiceError, UnsupportedMediaType
+from service.http.errors import JSON_HEADERS, error_body
+from service.http.schemas import ErrorResponse, PredictRequest, PredictResponse
+from service.inference.answers import FLOAT32_MEDIA_TYPE, Headers
+from service.inference.inputs import parse_float32_rows, parse_instances
+from service.inference.predictor import Predictor
+from service.settings import Settings
+
+PATH = "/predict"
+ERROR_STATUSES = (400, 413, 415, 422, 503)
+_PARSERS = {b"application/json": parse_instances, b"application/octet-stream": parse_float32_rows}
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body arrived: there is no one to answer."""
+
+
+class Predict:
+    """The ASGI app of POST /predict; ``await predict(scope, receive, send)`` gives back the status sent."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answers one POST /predict, bad input included; gives back the status it sent (499: the client
+        left first, nothing sent). Unexpected errors propagate to the caller."""
+        try:
+            status, body, headers = await _answer(scope, receive)
+        except ServiceError as e:
+            status, body, headers = e.status_code, error_body(e.message), JSON_HEADERS
+        if status != 499:
+            headers = [*headers, (b"content-length", b"%d" % len(body))]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        return status
+
+    @staticmethod
+    def openapi(components: dict[str, Any]) -> dict[str, Any]:
+        """Gives back the OpenAPI path item of POST /predict; adds the schemas it refers to ``components``."""
+        request = PredictRequest.model_json_schema()  # inline, as /docs shows it: it refers to nothing
+        answer = _schema(PredictResponse, components)
+        error = _schema(ErrorResponse, components)
+        errors = {
+            str(code): {"description": description, "content": {"application/json": {"schema": error}}}
+            for code, description in zip(
+                ERROR_STATUSES,
+                (
+                    "malformed JSON",
+                    "body or row count over the limits",
+                    "a Content-Type other than application/json or application/octet-stream",
+                    "well-formed rows with wrong values (feature count or names, non-finite numbers)",
+                    "the model is not ready",
+                ),
+                strict=True,
+            )
+        }
+        return {
+            "post": {
+                "tags": ["predict"],
+                "summary": "Predict with the frozen BN statistics (eval mode); one row or many",
+                "operationId": "predict",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": request},
+                        FLOAT32_MEDIA_TYPE: {
+                            "schema": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "bulk rows: raw little-endian float32, row-major, features in "
+                                "/metadata order, no header (B * F * 4 bytes)",
+                            }
+                        },
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "one prediction per row, as JSON; with `Accept: application/octet-stream`, "
+                        "raw little-endian float32 (B, K) instead",
+                        "content": {
+                            "application/json": {"schema": answer},
+                            FLOAT32_MEDIA_TYPE: {
+                                "schema": {
+                                    "type": "string",
+                                    "format": "binary",
+                                    "description": "bulk answer: raw little-endian float32, row-major, shape in "
+                                    "the x-bnserve-shape header (B,K); columns in x-bnserve-columns (a JSON "
+                                    "list: class probabilities in /metadata class_labels order, or "
+                                    '["value"] for regression)',
+                                }
+                            },
+                        },
+                    },
+                    **errors,
+                },
+            }
+        }
+
+
+predict = Predict()
+route = Route(PATH, endpoint=predict, methods=["POST"])
+
+
+def _schema(
+    model: type[BaseModel], components: dict[str, Any], *, mode: str = "serialization"
+) -> dict[str, Any]:
+    """Gives back a reference to ``model``'s JSON schema, which is added to ``components`` with its own."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)  # type: ignore[arg-type]
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+async def _answer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
+    """Gives back (200, the answer, its headers), or (499, b"", []) when the client left; raises
+    ServiceError on bad input."""
+    state = scope["app"].state
+    predictor: Predictor = state.predictor
+    settings: Settings = state.settings
+    content_type, declared, accept = b"", None, b""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            declared = value
+        elif name == b"accept":
+            accept = value if not accept else accept + b"," + value
+    parse = _PARSERS.get(content_type.split(b";")[0].strip().lower())
+    if parse is None:
+        got = content_type.decode("latin-1") or "none"
+        raise UnsupportedMediaType(
+            "expected Content-Type application/json (or application/octet-stream: raw little-endian float32 "
+            f"rows), got {got!r}"
+        )
+    try:
+        body = await _read_body(receive, settings.max_body_bytes, declared)
+    except _ClientGone:
+        return 499, b"", []
+    rows = parse(body, predictor.feature_names, max_rows=settings.max_rows)
+    out = await predictor.predict(rows)
+    assert predictor.answers is not None  # predict raised NotReady otherwise
+    if accept and prefers_float32(accept):
+        return 200, *predictor.answers.encode_float32(out)
+    return 200, predictor.answers.encode(out), JSON_HEADERS
+
+
+@functools.lru_cache(maxsize=256)  # a client sends the same Accept every time: one parse per distinct value
+def prefers_float32(accept: bytes) -> bool:
+    """Gives back True when an ``Accept`` header value ranks ``application/octet-stream`` above
+    ``application/json``: each takes the quality of the most specific range that matches it (RFC 9110,
+    12.5.1). A tie, or an ``Accept`` that names neither (``*/*``, ``text/html``), gets JSON, the default.
+
+    Written here rather than taken from a library: the dependencies have no Accept parser, and the rule
+    for two candidate types is these few lines.
+    """
+    json_q, json_rank, binary_q, binary_rank = 0.0, -1, 0.0, -1
+    for part in accept.decode("latin-1").lower().split(","):
+        media, *params = part.split(";")
+        kind, _, sub = media.strip().partition("/")
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0  # a malformed weight ranks nothing
+        if kind == "*" and sub == "*":
+            rank = 0
+        elif kind == "application":
+            rank = 1 if sub == "*" else 2
+        else:
+            continue
+        if rank > json_rank and sub in ("*", "json"):
+            json_q, json_rank = q, rank
+        if rank > binary_rank and sub in ("*", "octet-stream"):
+            binary_q, binary_rank = q, rank
+    return binary_q > json_q
+
+
+async def _read_body(receive: Receive, limit: int, declared: bytes | None) -> bytes:
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"expected a body of at most {limit} bytes, got {declared.decode()}")
+    chunks, size = [], 0
+    while True:  # one message for a small body; a chunked upload is counted as it arrives
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"expected a body of at most {limit} bytes, got more")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

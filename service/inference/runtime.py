@@ -1,0 +1,109 @@
+"""The forward step: raw rows (B, F) in, class probabilities (B, K) or regression values (B, 1) out.
+
+    runtime = TorchRuntime(serving_model, task="classification", device=device, torch_threads=1,
+                           observed=bn_names, observer=monitor)
+    out = runtime.forward(rows)       # numpy float32 (B, F) -> numpy float32 (B, K)
+
+A runtime is anything with that ``forward``; the predictor and the micro-batcher need nothing else, so a
+runtime that is not torch's can stand beside this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from service.inference.tuning import use_torch_threads
+
+Step = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Runtime(Protocol):
+    def forward(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class ActivationObserver(Protocol):
+    """Sees every serving batch: ``begin`` with the raw input rows, then the batch's ``see`` with each BN
+    layer's output (after folding too) as soon as it is computed, then its ``end``.
+
+    Handing each output over at once, rather than keeping them all to the end of the forward, lets every
+    activation be freed as early as in an unobserved forward.
+    """
+
+    def begin(self, x: torch.Tensor) -> ObservedBatch: ...
+
+
+class ObservedBatch(Protocol):
+    def see(self, name: str, h: torch.Tensor) -> None: ...
+    def end(self) -> None: ...
+
+
+class TorchRuntime:
+    """Runs a serving network layer by layer under ``torch.inference_mode``, showing ``observed`` layers'
+    outputs to the observer."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        task: Literal["classification", "regression"],
+        device: torch.device,
+        torch_threads: int,
+        observed: Collection[str] = (),
+        observer: ActivationObserver | None = None,
+    ) -> None:
+        self.device = device
+        self.torch_threads = torch_threads
+        self.observer = observer
+        self._softmax = task == "classification"
+        self._observed = frozenset(observed)
+        self._steps = serving_steps(model, self._observed)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Gives back class probabilities (B, K) or regression values (B, 1) for raw rows (B, F)."""
+        use_torch_threads(self.torch_threads)
+        with torch.inference_mode():
+            xt = torch.from_numpy(x)
+            if self.device.type != "cpu":
+                xt = xt.to(self.device, non_blocking=True)
+            out = self._forward(xt)
+            if self._softmax:
+                out = torch.softmax(out, dim=1)
+            return out.cpu().numpy()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        if self.observer is None:
+            for _, step in self._steps:
+                h = step(h)
+            return h
+        batch = self.observer.begin(x)
+        for name, step in self._steps:
+            h = step(h)
+            if name in self._observed:  # a folded BN's slot holds the fused layer's output
+                batch.see(name, h)
+        batch.end()
+        return h
+
+
+def serving_steps(model: nn.Module, observed: Collection[str]) -> list[tuple[str, Step]]:
+    """Gives back ``(name, layer.forward)`` for each layer of ``model`` that computes something in eval mode.
+
+    Calling ``forward`` directly skips ``nn.Module.__call__``'s hook bookkeeping, a noticeable share of a
+    one-row forward (the serving copy has no hooks). Eval-mode Dropout and the Identity left where a BN was
+    folded are dropped, except that an observed slot stays, as a no-op, for the observer to read.
+    """
+    steps: list[tuple[str, Step]] = []
+    for name, layer in model.named_children():
+        if isinstance(layer, nn.Identity | nn.Dropout) and name not in observed:
+            continue
+        steps.append((name, _identity if isinstance(layer, nn.Identity) else layer.forward))
+    return steps
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
