@@ -1,16 +1,34 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from service.inference.predictor import Predictor
+from service.inference.repository import ModelRegistry
 from service.settings import Settings
 
+ModelQuery = Annotated[
+    str | None, Query(description="the model (default: BNSERVE_DEFAULT_MODEL, else the only or first one)")
+]
+VersionQuery = Annotated[
+    str | None, Query(description="the version, a positive integer (default: the highest one serving)")
+]
 
-def get_predictor(request: Request) -> Predictor:
-    predictor: Predictor = request.app.state.predictor
-    return predictor
+
+def get_registry(request: Request) -> ModelRegistry[Predictor]:
+    registry: ModelRegistry[Predictor] = request.app.state.registry
+    return registry
+
+
+def get_predictor(
+    request: Request, model: ModelQuery = None, version: VersionQuery = None
+) -> Iterator[Predictor]:
+    """Gives the route the version ``?model=&version=`` names, held until the answer is sent: a version
+    unloaded meanwhile is closed only after that."""
+    with get_registry(request).lease(model, version) as served:
+        yield served.value
 
 
 def get_settings(request: Request) -> Settings:
@@ -19,4 +37,5 @@ def get_settings(request: Request) -> Settings:
 
 
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+RegistryDep = Annotated[ModelRegistry[Predictor], Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -37,7 +37,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def service_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
-        return error_response(exc.status_code, exc.message)
+        return error_response(exc.status_code, exc.message, headers=exc.headers)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

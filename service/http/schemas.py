@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 BREAST_CANCER_ROW = [
     17.99, 10.38, 122.8, 1001.0, 0.1184, 0.2776, 0.3001, 0.1471, 0.2419, 0.07871, 1.095, 0.9053, 8.589, 153.4,
@@ -27,6 +29,9 @@ class Prediction(BaseModel):
 
 class PredictResponse(BaseModel):
     model: str
+    version: str = Field(
+        description="the version of the model that answered (a repository's directory number)"
+    )
     artifact_sha256: str
     predictions: list[Prediction]
 
@@ -35,6 +40,7 @@ class PredictResponse(BaseModel):
             "examples": [
                 {
                     "model": "breast_cancer",
+                    "version": "1",
                     "artifact_sha256": "3f1c…",
                     "predictions": [
                         {"label": "malignant", "probabilities": {"malignant": 0.9993, "benign": 0.0007}}
@@ -47,3 +53,55 @@ class PredictResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: str = Field(examples=["expected 30 features, got 29 at row 0"])
+
+
+# ---------------------------------------------------------------------------------------------- repository
+
+State = Literal["READY", "LOADING", "UNAVAILABLE"]
+
+
+class VersionState(BaseModel):
+    version: str = Field(description="a positive integer: the version directory's name")
+    state: State
+    reason: str = Field(description="why it is in this state: serving, refused (and why), not selected...")
+    artifact_sha256: str | None = Field(None, description="the weights' SHA-256, once loaded")
+
+
+class ModelState(BaseModel):
+    name: str
+    versions: list[VersionState]
+
+
+class ModelsResponse(BaseModel):
+    default: str | None = Field(description="the model a request that names none gets")
+    models: list[ModelState]
+
+
+class IndexEntry(BaseModel):
+    """One entry of the Open Inference Protocol's repository index, plus the artifact's SHA-256."""
+
+    name: str
+    version: str
+    state: State
+    reason: str
+    artifact_sha256: str | None = None
+
+
+class IndexRequest(BaseModel):
+    ready: bool = Field(False, description="true: only the versions READY for inference")
+
+
+class LoadParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the protocol lets a server ignore parameters it does not use
+    version: str | int | None = Field(None, description="serve only this version (a rollback)")
+    versions: list[str | int] | None = Field(None, description="serve exactly these versions")
+
+
+class LoadRequest(BaseModel):
+    parameters: LoadParameters = Field(default_factory=LoadParameters)
+
+
+class LoadResponse(BaseModel):
+    model: str
+    serving: list[str] = Field(description="the versions serving after the request")
+    refused: dict[str, str] = Field(description="versions that failed to load, with the reason")

@@ -1,6 +1,7 @@
 """The predictor: owns the verified artifact and answers predictions with the frozen statistics.
 
 predictor = Predictor(settings, monitor=drift_monitor_for(settings), on_batch=..., on_predict_rows=...)
+predictor = Predictor(settings, artifact_dir=Path("repo/wine/2"), model="wine", version="2")  # a repository's
 predictor.load()                  # verify, freeze, fold BN, self-test; then ready
 predictor.ready                   # True once loaded; else predictor.error says why
 out = await predictor.predict(rows)   # rows: float32 (B, F) -> probabilities (B, K) or values (B, 1)
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,11 +44,17 @@ class Predictor:
         self,
         settings: Settings,
         *,
+        artifact_dir: Path | None = None,
+        model: str | None = None,
+        version: str = "1",
         monitor: MonitorFactory | None = None,
         on_batch: Callable[[int], None] | None = None,
         on_predict_rows: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.artifact_dir = artifact_dir if artifact_dir is not None else settings.model_dir
+        self.model = model  # the name it is served under (default: the manifest's name)
+        self.version = version
         self.error: str | None = "not loaded yet"
         self.artifact: Artifact | None = None
         self.serving_model: nn.Module | None = None  # the network the runtime runs (BN folded by default)
@@ -83,7 +91,7 @@ class Predictor:
         self.device = pick_device(self.settings.device)
         if self.device.type == "cuda":
             full_float32_on_cuda()
-        artifact = load_artifact(self.settings.model_dir, device=self.device)
+        artifact = load_artifact(self.artifact_dir, device=self.device)
         model = artifact.model
         if still_training := training_bn_layers(model):
             raise RuntimeError(f"BN layers {still_training} are in training mode")
@@ -114,14 +122,22 @@ class Predictor:
             max_wait_ms=self.settings.max_wait_ms,
             on_batch=self._on_batch,
         )
+        self.model = self.model or m.name
         self.answers = AnswerEncoder(
-            model=m.name, artifact_sha256=artifact.weights_sha256, class_labels=m.class_labels
+            model=self.model,
+            version=self.version,
+            artifact_sha256=artifact.weights_sha256,
+            class_labels=m.class_labels,
         )
         self.artifact, self.serving_model, self.drift = artifact, serving, drift
 
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
+
+    @property
+    def artifact_sha256(self) -> str:
+        return self.require_ready().weights_sha256
 
     def require_ready(self) -> Artifact:
         """Gives back the loaded artifact; raises NotReady (503) when there is none."""

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from service.http.auth import ADMIN_ERRORS, AdminOnly
 from service.http.deps import PredictorDep
 from service.inference.predictor import Predictor
 from service.monitoring.drift import DriftMonitor
@@ -28,7 +29,12 @@ def drift(
     return _identity(predictor) | monitor.report(top=top, features=features)
 
 
-@router.post("/drift/reset", summary="Start a new drift window (this worker's)")
+@router.post(
+    "/drift/reset",
+    summary="Start a new drift window (this worker's, of this model version); needs the admin token",
+    dependencies=[AdminOnly],
+    responses=ADMIN_ERRORS,  # type: ignore[arg-type]
+)
 def reset(predictor: PredictorDep) -> dict[str, Any]:
     monitor = _monitor(predictor)
     if monitor is None:
@@ -52,4 +58,8 @@ def _monitor(predictor: Predictor) -> DriftMonitor | None:
 
 def _identity(predictor: Predictor) -> dict[str, Any]:
     artifact = predictor.require_ready()
-    return {"model": artifact.manifest.name, "artifact_sha256": artifact.weights_sha256}
+    return {
+        "model": predictor.model,
+        "version": predictor.version,
+        "artifact_sha256": artifact.weights_sha256,
+    }

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -109,19 +110,20 @@ class ModelRegistry(Generic[S]):
         *,
         load: Loader[S],
         default_model: str | None = None,
-        overrides: OverrideStore | None = None,
+        overrides: Overrides | None = None,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.source = source
         self._load = load
         self._default_model = default_model
-        self.overrides = overrides or OverrideStore()
+        self.overrides: Overrides = overrides or OverrideStore()
         self._on_change = on_change  # after every applied change, on the background thread
         self._lock = threading.Lock()  # guards leases (refs, retired) and the tables below
         self._serving: dict[str, dict[int, _Loaded[S]]] = {}  # replaced per model, never mutated in place
         self._status: dict[str, dict[int, VersionStatus]] = {}
         self._refused: dict[tuple[str, int], Fingerprint] = {}  # not retried until the files change
         self._models: dict[str, ModelFiles] = {}  # the last scan
+        self._scanned = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnserve-repository")
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
@@ -167,6 +169,8 @@ class ModelRegistry(Generic[S]):
     def _model_name(self, model: str | None) -> str:
         if model is None:
             name = self.default_model()
+            if not self._scanned:
+                raise NotReady("not loaded yet")
             if name is None:
                 raise NotReady(f"no model is served: the {self.source.describe()} holds none")
             return name
@@ -225,6 +229,11 @@ class ModelRegistry(Generic[S]):
     def serving_versions(self, model: str) -> list[int]:
         return sorted(self._serving.get(model, {}))
 
+    def serving(self) -> list[S]:
+        """Gives back every serving version's value, by model name and version number."""
+        table = self._serving
+        return [table[name][n].value for name in sorted(table) for n in sorted(table[name])]
+
     # ------------------------------------------------------------------------------------ changes
 
     def refresh(self, *, retry: bool = False) -> Future[list[Outcome]]:
@@ -244,7 +253,7 @@ class ModelRegistry(Generic[S]):
         return self._executor.submit(self._unload_model, name, self._version_number(version))
 
     def _load_model(self, name: str, numbers: list[int] | None) -> Outcome:
-        self._models = self.source.scan()
+        self._models, self._scanned = self.source.scan(), True
         files = self._require_model(name)
         missing = [n for n in numbers or () if n not in files.versions]
         if missing:
@@ -259,7 +268,7 @@ class ModelRegistry(Generic[S]):
             self._changed()
 
     def _unload_model(self, name: str, number: int | None) -> Outcome:
-        self._models = self.source.scan()
+        self._models, self._scanned = self.source.scan(), True
         if number is None:
             self._require_model(name)
             self.overrides.set(name, UNLOADED)
@@ -285,7 +294,7 @@ class ModelRegistry(Generic[S]):
 
     def _apply_all(self, *, retry: bool) -> list[Outcome]:
         generation = self.overrides.generation()
-        self._models = self.source.scan()
+        self._models, self._scanned = self.source.scan(), True
         names = sorted(set(self._models) | set(self._serving) | set(self._status))
         try:
             return [self._apply(name, self._models.get(name), retry=retry) for name in names]
@@ -363,7 +372,7 @@ class ModelRegistry(Generic[S]):
             try:
                 value = self._load(name, version.number, version.path)
             except Exception as e:  # a version that cannot be served must never take the model down
-                reason = f"refused: {e}"
+                reason = str(e) or f"refused ({type(e).__name__})"
             else:
                 fresh[version.number] = _Loaded(name, version.number, value, version.fingerprint)
                 self._refused.pop(key, None)
@@ -424,25 +433,35 @@ class ModelRegistry(Generic[S]):
 
     # ------------------------------------------------------------------------------------ polling
 
-    def start_polling(self, interval_s: float, *, scan: bool = True) -> None:
-        """Every ``interval_s`` seconds, applies what changed: with ``scan``, new, removed and edited
-        versions; always, load and unload requests that another worker received."""
+    def start_polling(self, *, scan_every_s: float | None = None, watch_every_s: float | None = None) -> None:
+        """Applies what changed, on a thread of its own: every ``scan_every_s`` seconds, new, removed and
+        edited versions; every ``watch_every_s``, the load and unload requests another worker received.
+        Neither given: nothing to watch, no thread."""
+        intervals = [s for s in (scan_every_s, watch_every_s) if s is not None]
+        if not intervals:
+            return
         self._poller = threading.Thread(
-            target=self._poll, args=(interval_s, scan), name="bnserve-repository-poll", daemon=True
+            target=self._poll,
+            args=(min(intervals), scan_every_s),
+            name="bnserve-repository-poll",
+            daemon=True,
         )
         self._poller.start()
 
-    def _poll(self, interval_s: float, scan: bool) -> None:
-        last = self.overrides.generation()
-        while not self._stop.wait(interval_s):
+    def _poll(self, tick_s: float, scan_every_s: float | None) -> None:
+        last, scanned = self.overrides.generation(), time.monotonic()
+        while not self._stop.wait(tick_s):
             try:
                 generation = self.overrides.generation()
+                scan = scan_every_s is not None and time.monotonic() - scanned >= scan_every_s - tick_s / 2
+                if scan:
+                    scanned = time.monotonic()
                 if generation != last or (scan and self.source.scan() != self._models):
                     last = generation
                     self.refresh().result()
             except Exception:
                 log.exception(
-                    "polling the %s failed; trying again in %.1f s", self.source.describe(), interval_s
+                    "watching the %s failed; trying again in %.2f s", self.source.describe(), tick_s
                 )
 
     def close(self) -> None:
@@ -456,6 +475,17 @@ class ModelRegistry(Generic[S]):
             self._serving = {}
         for entry in entries:
             self._close(entry)
+
+
+class Overrides(Protocol):
+    """The load and unload requests in force, per model: versions asked for, or ``"unloaded"``; the
+    generation counts the changes."""
+
+    def get(self, model: str) -> Override | None: ...
+
+    def set(self, model: str, value: Override | None) -> None: ...
+
+    def generation(self) -> int: ...
 
 
 class OverrideStore:

@@ -120,7 +120,8 @@ class SingleArtifactSource:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.name = _manifest_name(self.path) or self.path.resolve().name
+        name = _manifest_name(self.path) or self.path.resolve().name
+        self.name = name if MODEL_NAME.match(name) and ".." not in name else "model"
 
     def describe(self) -> str:
         return f"artifact {self.path}"

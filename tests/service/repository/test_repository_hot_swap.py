@@ -15,7 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from swapping import (
+
+from bench.load import free_port
+from tests.service.repository.swapping import (
     ADMIN_TOKEN,
     Load,
     Versions,
@@ -28,8 +30,7 @@ from swapping import (
     remove_weights,
     wait_for,
 )
-from test_e2e_server import free_port, running_server
-
+from tests.test_e2e_server import running_server
 from training import TrainConfig, train
 
 pytestmark = pytest.mark.slow
@@ -117,7 +118,7 @@ def test_twenty_swaps_under_load_fail_no_request_and_each_answer_is_the_named_ve
 TAMPERINGS = [
     (flip_weight_byte, "SHA-256"),
     (change_running_var_and_reseal, "bn_fingerprint"),
-    (edit_manifest_eps, "manifest"),
+    (edit_manifest_eps, "canary outputs"),
     (remove_weights, "missing weights.safetensors"),
 ]
 

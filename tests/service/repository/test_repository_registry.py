@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes import FakeLoader, FakeVersion, put_version
 
 from service.errors import BadRequest, NotFound, NotReady
 from service.inference.repository import ModelRegistry, RepositorySource, VersionStatus
+from tests.service.repository.fakes import FakeLoader, FakeVersion, put_version
 
 
 @pytest.fixture
@@ -274,7 +274,7 @@ def test_polling_notices_new_and_removed_versions(tmp_path: Path, make_registry)
     put_version(tmp_path, "wine", 1, "w1")
     registry = make_registry(tmp_path)
     registry.refresh().result()
-    registry.start_polling(0.05)
+    registry.start_polling(scan_every_s=0.05)
 
     put_version(tmp_path, "wine", 2, "w2")
     assert _eventually(lambda: answer(registry) == "wine/2=w2")

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes import FakeLoader, FakeVersion, put_version
 
 from service.inference.repository import ModelRegistry, RepositorySource, SharedOverrides, WorkerBoard
+from tests.service.repository.fakes import FakeLoader, FakeVersion, put_version
 
 
 class Worker:
@@ -23,7 +23,7 @@ class Worker:
             on_change=lambda: self.board.publish(self.registry.index(), self.registry.applied_generation),
         )
         self.registry.refresh().result()
-        self.registry.start_polling(0.05, scan=False)
+        self.registry.start_polling(watch_every_s=0.05)
 
     def serving(self) -> list[int]:
         return self.registry.serving_versions("wine")
