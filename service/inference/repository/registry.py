@@ -330,6 +330,10 @@ class ModelRegistry(Generic[S]):
         shortfall = len(wanted) - len(serving)
         stand_ins = sorted(set(current) - set(serving), reverse=True)[:shortfall]
         serving |= {n: current[n] for n in stand_ins}
+        if len(stand_ins) < shortfall and files is not None and self._may_fall_back(name, files):
+            stand_ins += self._fall_back(
+                name, files, shortfall - len(stand_ins), serving, outcome, retry=retry
+            )
         with self._lock:
             self._serving = {**self._serving, name: serving}  # the switch
             retired = [e for n, e in current.items() if serving.get(n) is not e]
@@ -341,6 +345,36 @@ class ModelRegistry(Generic[S]):
         self._record(name, files, serving, outcome, stand_ins, why_not)
         outcome.serving = sorted(serving)
         return outcome
+
+    def _may_fall_back(self, name: str, files: ModelFiles) -> bool:
+        """Whether older versions may stand in for refused ones: under a ``latest`` policy, not under
+        ``specific`` versions or a load request's."""
+        return self.overrides.get(name) is None and files.problem is None and files.policy.latest is not None
+
+    def _fall_back(
+        self,
+        name: str,
+        files: ModelFiles,
+        count: int,
+        serving: dict[int, _Loaded[S]],
+        outcome: Outcome,
+        *,
+        retry: bool,
+    ) -> list[int]:
+        """Loads up to ``count`` of the newest versions not serving yet into ``serving`` (at startup, no
+        version was serving to stand in for a refused one); gives back their numbers."""
+        loaded: list[int] = []
+        for number in sorted(set(files.versions) - set(serving) - set(outcome.refused), reverse=True):
+            if len(loaded) == count:
+                break
+            fresh: dict[int, _Loaded[S]] = {}
+            reason = self._load_version(name, files.versions[number], retry=retry, fresh=fresh)
+            if reason is not None:
+                outcome.refused[number] = reason
+                continue
+            serving[number] = fresh[number]
+            loaded.append(number)
+        return loaded
 
     def _wanted(self, name: str, files: ModelFiles | None) -> tuple[set[int], str]:
         """Gives back the versions to serve and a phrase saying why the others are not."""

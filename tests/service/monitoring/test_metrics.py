@@ -58,10 +58,17 @@ def test_metrics_parse_and_request_counters_move_with_traffic(client: TestClient
     timed = {"route": "/predict", "method": "POST"}
     count = "bnserve_request_duration_seconds_count"
     assert value(after, count, **timed) == value(before, count, **timed) + 3
-    assert value(after, "bnserve_predict_rows_count", **MV) == value(before, "bnserve_predict_rows_count", **MV) + 3
-    assert value(after, "bnserve_predict_rows_sum", **MV) == value(before, "bnserve_predict_rows_sum", **MV) + 9
+    assert (
+        value(after, "bnserve_predict_rows_count", **MV)
+        == value(before, "bnserve_predict_rows_count", **MV) + 3
+    )
+    assert (
+        value(after, "bnserve_predict_rows_sum", **MV) == value(before, "bnserve_predict_rows_sum", **MV) + 9
+    )
     assert value(after, "bnserve_batch_rows_sum", **MV) == value(before, "bnserve_batch_rows_sum", **MV) + 9
-    assert value(after, "bnserve_batch_rows_count", **MV) >= value(before, "bnserve_batch_rows_count", **MV) + 1
+    assert (
+        value(after, "bnserve_batch_rows_count", **MV) >= value(before, "bnserve_batch_rows_count", **MV) + 1
+    )
     # The scrape before this one is counted too.
     scraped = {"route": "/metrics", "method": "GET", "status": "200"}
     assert value(after, "bnserve_requests_total", **scraped) >= 1
@@ -108,9 +115,13 @@ def test_drift_series_follow_the_monitor(client: TestClient) -> None:
     drift = client.get("/drift").json()
     assert value(samples, "bnserve_drift_window_rows", **MV) == drift["rows"] == 20
     assert value(samples, "bnserve_drift_score_overall", **MV) == pytest.approx(drift["score"])
-    assert value(samples, "bnserve_drift_score", **MV, layer="input") == pytest.approx(drift["input"]["score"])
+    assert value(samples, "bnserve_drift_score", **MV, layer="input") == pytest.approx(
+        drift["input"]["score"]
+    )
     for layer in drift["layers"]:
-        assert value(samples, "bnserve_drift_score", **MV, layer=layer["name"]) == pytest.approx(layer["score"])
+        assert value(samples, "bnserve_drift_score", **MV, layer=layer["name"]) == pytest.approx(
+            layer["score"]
+        )
     # 20 copies of one row: no spread at all, so a drift verdict, and its alert.
     assert drift["verdict"] == "drift"
     assert value(samples, "bnserve_drift_alert", **MV) == 1.0

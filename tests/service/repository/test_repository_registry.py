@@ -305,3 +305,34 @@ def _eventually(check, timeout_s: float = 10.0) -> bool:
             pass
         time.sleep(0.02)
     return False
+
+
+def test_at_startup_a_refused_newest_version_is_replaced_by_the_newest_that_loads(
+    tmp_path: Path, make_registry
+) -> None:
+    put_version(tmp_path, "wine", 1, "w1")
+    put_version(tmp_path, "wine", 2, "w2", bad="canary mismatch")
+    put_version(tmp_path, "wine", 3, "w3", bad="missing weights.safetensors")
+    registry = make_registry(tmp_path)
+
+    registry.refresh().result()
+
+    assert answer(registry) == "wine/1=w1"
+    index = {s.version: s for s in registry.index()}
+    assert (index[3].state, index[2].state, index[1].state) == ("UNAVAILABLE", "UNAVAILABLE", "READY")
+    assert "canary mismatch" in index[2].reason and "in place of refused" in index[1].reason
+
+
+def test_a_specific_policy_never_falls_back_to_versions_it_does_not_name(
+    tmp_path: Path, make_registry
+) -> None:
+    put_version(tmp_path, "wine", 1, "w1")
+    put_version(tmp_path, "wine", 2, "w2", bad="canary mismatch")
+    (tmp_path / "wine" / "config.json").write_text('{"version_policy": {"specific": {"versions": [2]}}}')
+    registry = make_registry(tmp_path)
+
+    registry.refresh().result()
+
+    assert registry.serving_versions("wine") == []
+    with pytest.raises(NotReady, match="canary mismatch"):
+        registry.lease("wine")
