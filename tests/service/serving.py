@@ -19,7 +19,6 @@ from service.inference.predictor import Predictor
 from service.monitoring.drift import drift_monitor_for
 from service.settings import Settings
 
-
 TEST_ADMIN_TOKEN = "test-admin-token"
 
 
