@@ -152,3 +152,31 @@ def test_tampered_versions_put_in_under_load_are_refused_and_the_previous_one_ke
 
     assert load.failures == [] and load.wrong == [], (load.failures[:5], load.wrong[:5])
     assert set(load.answers) == {"2"} and load.total > 50
+
+
+@pytest.mark.parametrize("server", [{"BNSERVE_WORKERS": "2"}], indirect=True)
+def test_with_two_workers_a_rollback_and_an_unload_reach_both_and_any_index_says_so(
+    repository: Path, server: tuple[str, int]
+) -> None:
+    url, _ = server
+    row = Versions.of(repository / "bc", [1]).rows[:1].tolist()
+
+    def versions_answering() -> set[str]:
+        answers = set()
+        for _ in range(30):  # a new connection each: the workers share the listening socket
+            with httpx.Client(base_url=url, timeout=30) as http:
+                answer = http.post("/predict", json={"instances": row})
+                answers.add(answer.json().get("version", str(answer.status_code)))
+        return answers
+
+    with admin(url) as http:
+        assert http.post("/v2/repository/models/bc/load", json={"parameters": {"version": "1"}}).status_code == 200
+        assert versions_answering() == {"1"}
+        index = {e["version"]: e for e in http.post("/v2/repository/index", json={}).json()}
+        assert index["1"]["state"] == "READY" and "all 2 workers" in index["1"]["reason"]
+        assert index["2"]["state"] == "UNAVAILABLE"
+
+        assert http.post("/v2/repository/models/bc/unload").status_code == 200
+        assert versions_answering() == {"503"}
+        assert http.post("/v2/repository/models/bc/load").status_code == 200
+        assert versions_answering() == {"2"}
