@@ -11,6 +11,7 @@ resident memory is read from /proc/<pid>/status (VmRSS), so this runs on Linux.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import shutil
@@ -18,10 +19,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,10 @@ if __package__ in (None, ""):  # run as a file: python bench/repository.py
 
 import orjson
 
+from bench.check import request_body, sample_rows
+from bench.load import Item, LoadResult, drive
 from bench.serve import DEFAULT_MODEL, HOST, LOG_DIR, ROOT, ensure_artifact, free_port
+from models import Artifact
 
 TOKEN = "bench-admin-token"
 MODEL = "mlp"
@@ -39,7 +44,7 @@ TARGETS = {"poll_to_answer_s": 3.0, "rss_growth_mb": 20.0, "per_version_mb": 10.
 
 class Server:
     def __init__(self, port: int, pid: int) -> None:
-        self.url, self.pid = f"http://{HOST}:{port}", pid
+        self.url, self.port, self.pid = f"http://{HOST}:{port}", port, pid
 
     def call(self, method: str, path: str, body: Any = None, *, admin: bool = False) -> tuple[int, Any]:
         data = orjson.dumps(body) if body is not None else None
@@ -129,6 +134,38 @@ def swap_latency(server: Server, swaps: int) -> list[float]:
     return seconds
 
 
+def swap_under_load(server: Server, port: int, artifact: Artifact, swaps: int) -> dict[str, Any]:
+    """Gives back the swap latency while 16 connections send one-row and 256-row requests, and what those
+    requests saw (failures, p50 and p99 latency); then the same load with no swaps, for comparison."""
+    rows = sample_rows(artifact, 256)
+    items = [Item(request_body(rows[:1])), Item(request_body(rows))]
+
+    def run_load(during: Callable[[], Any]) -> tuple[Any, LoadResult]:
+        loop, stop = asyncio.new_event_loop(), asyncio.Event()
+        box: list[LoadResult] = []
+        worker = threading.Thread(
+            target=lambda: box.append(
+                loop.run_until_complete(drive(HOST, port, items, concurrency=16, stop=stop))
+            )
+        )
+        worker.start()
+        time.sleep(0.5)
+        try:
+            result = during()
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+            worker.join()
+        return result, box[0]
+
+    seconds, swapping = run_load(lambda: swap_latency(server, swaps))
+    _, quiet = run_load(lambda: time.sleep(sum(seconds)))
+    return {
+        "swap_s": {"median": statistics.median(seconds), "max": max(seconds), "n": len(seconds)},
+        "during_swaps": {"requests": swapping.requests, "failures": swapping.failures, "p50_ms": swapping.p50_ms, "p99_ms": swapping.p99_ms},
+        "no_swaps": {"requests": quiet.requests, "failures": quiet.failures, "p50_ms": quiet.p50_ms, "p99_ms": quiet.p99_ms},
+    }  # fmt: skip
+
+
 def poll_to_answer(
     server: Server, repo: Path, artifact: Path, row: list[float], first: int, times: int
 ) -> list[float]:
@@ -184,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         with serving(repo, BNSERVE_REPOSITORY_POLL_S="1") as server:
             s = swap_latency(server, swaps)
             results["swap_s"] = {"median": statistics.median(s), "max": max(s), "n": len(s)}
+            results["under_load"] = swap_under_load(server, server.port, artifact, swaps)
             server.call("POST", f"/v2/repository/models/{MODEL}/load", {}, admin=True)  # the policy again
             p = poll_to_answer(server, repo, artifact_dir, row, 3, polls)
             results["poll_to_answer_s"] = {"median": statistics.median(p), "max": max(p), "n": len(p)}
@@ -204,8 +242,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_report(r: dict[str, Any]) -> None:
     print(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode())
+    u = r["under_load"]
     rows = [
         ("swap (POST load: load, verify, warm up, switch)", f"{r['swap_s']['median'] * 1000:.0f} ms median, {r['swap_s']['max'] * 1000:.0f} ms max", ""),
+        ("swap under load (16 connections, 1 and 256 rows)", f"{u['swap_s']['median'] * 1000:.0f} ms median, {u['swap_s']['max'] * 1000:.0f} ms max", ""),
+        ("requests during the swaps: failed, p50, p99", f"{u['during_swaps']['failures']} of {u['during_swaps']['requests']}, {u['during_swaps']['p50_ms']:.1f} ms, {u['during_swaps']['p99_ms']:.1f} ms", "0 failed"),
+        ("the same load without swaps: failed, p50, p99", f"{u['no_swaps']['failures']} of {u['no_swaps']['requests']}, {u['no_swaps']['p50_ms']:.1f} ms, {u['no_swaps']['p99_ms']:.1f} ms", ""),
         ("new version directory -> first answer, polling 1 s", f"{r['poll_to_answer_s']['median']:.2f} s median, {r['poll_to_answer_s']['max']:.2f} s max", f"< {TARGETS['poll_to_answer_s']} s"),
         (f"RSS growth over {r['rss_mb']['cycles']} unload/load cycles", f"{r['rss_mb']['growth']:+.1f} MB ({r['rss_mb']['before']:.0f} -> {r['rss_mb']['after']:.0f})", f"< {TARGETS['rss_growth_mb']} MB"),
         (f"RSS per extra loaded version ({r['per_version_mb']['extra']} extra)", f"{r['per_version_mb']['each']:.1f} MB", f"< {TARGETS['per_version_mb']} MB"),

@@ -124,6 +124,7 @@ class ModelRegistry(Generic[S]):
         self._refused: dict[tuple[str, int], Fingerprint] = {}  # not retried until the files change
         self._models: dict[str, ModelFiles] = {}  # the last scan
         self._scanned = False
+        self._default: str | None = default_model  # kept with each scan: every request reads it
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnserve-repository")
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
@@ -155,10 +156,12 @@ class ModelRegistry(Generic[S]):
 
     def default_model(self) -> str | None:
         """Gives back the model a request naming none gets: the setting, else the only (or first) model."""
-        if self._default_model is not None:
-            return self._default_model
-        names = sorted(self._models)
-        return names[0] if names else None
+        return self._default
+
+    def _rescan(self) -> None:
+        self._models = self.source.scan()
+        self._default = self._default_model or min(self._models, default=None)
+        self._scanned = True
 
     @property
     def ready(self) -> bool:
@@ -168,7 +171,7 @@ class ModelRegistry(Generic[S]):
 
     def _model_name(self, model: str | None) -> str:
         if model is None:
-            name = self.default_model()
+            name = self._default
             if not self._scanned:
                 raise NotReady("not loaded yet")
             if name is None:
@@ -253,7 +256,7 @@ class ModelRegistry(Generic[S]):
         return self._executor.submit(self._unload_model, name, self._version_number(version))
 
     def _load_model(self, name: str, numbers: list[int] | None) -> Outcome:
-        self._models, self._scanned = self.source.scan(), True
+        self._rescan()
         files = self._require_model(name)
         missing = [n for n in numbers or () if n not in files.versions]
         if missing:
@@ -268,7 +271,7 @@ class ModelRegistry(Generic[S]):
             self._changed()
 
     def _unload_model(self, name: str, number: int | None) -> Outcome:
-        self._models, self._scanned = self.source.scan(), True
+        self._rescan()
         if number is None:
             self._require_model(name)
             self.overrides.set(name, UNLOADED)
@@ -294,7 +297,7 @@ class ModelRegistry(Generic[S]):
 
     def _apply_all(self, *, retry: bool) -> list[Outcome]:
         generation = self.overrides.generation()
-        self._models, self._scanned = self.source.scan(), True
+        self._rescan()
         names = sorted(set(self._models) | set(self._serving) | set(self._status))
         try:
             return [self._apply(name, self._models.get(name), retry=retry) for name in names]
@@ -483,15 +486,16 @@ class ModelRegistry(Generic[S]):
         self._poller.start()
 
     def _poll(self, tick_s: float, scan_every_s: float | None) -> None:
-        last, scanned = self.overrides.generation(), time.monotonic()
+        scanned = time.monotonic()
         while not self._stop.wait(tick_s):
             try:
-                generation = self.overrides.generation()
+                # Compared with what the last refresh applied, not with what this thread saw first: a
+                # request another worker took while this thread was starting is not missed.
+                moved = self.overrides.generation() != self.applied_generation
                 scan = scan_every_s is not None and time.monotonic() - scanned >= scan_every_s - tick_s / 2
                 if scan:
                     scanned = time.monotonic()
-                if generation != last or (scan and self.source.scan() != self._models):
-                    last = generation
+                if moved or (scan and self.source.scan() != self._models):
                     self.refresh().result()
             except Exception:
                 log.exception(

@@ -35,7 +35,7 @@ class SharedOverrides:
         self.dir = Path(state_dir)
         (self.dir / _WORKERS).mkdir(parents=True, exist_ok=True)
         self._path = self.dir / _OVERRIDES
-        self._cache: tuple[tuple[int, int], dict[str, Any]] | None = None
+        self._cache: tuple[tuple[int, int, int], dict[str, Any]] | None = None
 
     def get(self, model: str) -> Override | None:
         value: Override | None = self._read()["overrides"].get(model)
@@ -59,7 +59,7 @@ class SharedOverrides:
             st = os.stat(self._path)
         except FileNotFoundError:
             return {"generation": 0, "overrides": {}}
-        key = (st.st_mtime_ns, st.st_size)
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)  # every write is a new file (a rename): a new inode
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, orjson.loads(self._path.read_bytes()))
         return self._cache[1]
