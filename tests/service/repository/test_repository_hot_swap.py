@@ -170,7 +170,10 @@ def test_with_two_workers_a_rollback_and_an_unload_reach_both_and_any_index_says
         return answers
 
     with admin(url) as http:
-        assert http.post("/v2/repository/models/bc/load", json={"parameters": {"version": "1"}}).status_code == 200
+        assert (
+            http.post("/v2/repository/models/bc/load", json={"parameters": {"version": "1"}}).status_code
+            == 200
+        )
         assert versions_answering() == {"1"}
         index = {e["version"]: e for e in http.post("/v2/repository/index", json={}).json()}
         assert index["1"]["state"] == "READY" and "all 2 workers" in index["1"]["reason"]
