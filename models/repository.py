@@ -23,14 +23,16 @@ from models.artifact import _fsync_dir
 from models.errors import RepositoryNameError
 
 MODEL_CONFIG_FILE = "config.json"  # optional, beside the versions: {"version_policy": ...}
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
+MODEL_NAME_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # also in the OpenAPI schema
+VERSION_PATTERN = r"^[1-9][0-9]{0,17}$"
+MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+VERSION = re.compile(VERSION_PATTERN)
 _PUBLISH_ATTEMPTS = 1000  # concurrent writers each take the next free number; this bounds the retries
 
 
 def check_model_name(name: str) -> str:
     """Gives back ``name`` when it can name a model directory: one path component, no ``..``."""
-    if not MODEL_NAME.match(name) or ".." in name:
+    if not MODEL_NAME.fullmatch(name):
         raise RepositoryNameError(
             f"model name {name!r} is not valid: expected 1-128 letters, digits, '.', '_' or '-', starting "
             "with a letter or digit, without '..' or path separators"
@@ -40,7 +42,7 @@ def check_model_name(name: str) -> str:
 
 def parse_version(text: str) -> int:
     """Gives back the version number ``text`` names: a positive integer without leading zeros."""
-    if not VERSION.match(text):
+    if not VERSION.fullmatch(text):
         raise RepositoryNameError(
             f"version {text!r} is not valid: expected a positive integer without leading zeros, like 1 or 12"
         )

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import gc
 
-# Startup allocates ~200k long-lived objects (torch, FastAPI, the network); collecting while they are made
-# only slows the start. The lifespan freezes them and turns collection back on once the model is ready.
+# Startup allocates a great many long-lived objects (torch, FastAPI, the network); collecting while they are
+# made only slows the start. The lifespan freezes them and turns collection back on once the model is ready.
 gc.disable()
 
 import argparse  # noqa: E402

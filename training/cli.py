@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from models import load_artifact
 from models.mlp import ACTIVATIONS
@@ -20,18 +21,27 @@ from training.errors import ConfigError, DataError, TrainingDivergedError
 from training.pipeline import train
 
 _DEFAULTS = TrainConfig()
+N = TypeVar("N", int, float)
 
 
-def _int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers like 256,256, got {text!r}"
-        ) from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive integers like 256,256, got {text!r}")
-    return values
+def comma_separated(convert: Callable[[str], N], what: str, example: str) -> Callable[[str], tuple[N, ...]]:
+    """Gives back an argparse ``type`` that reads positive ``what`` (say "integers") written like ``example``."""
+
+    def parse(text: str) -> tuple[N, ...]:
+        try:
+            values = tuple(convert(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what} like {example}, got {text!r}"
+            ) from None
+        if not values or min(values) <= 0:
+            raise argparse.ArgumentTypeError(f"expected positive {what} like {example}, got {text!r}")
+        return values
+
+    return parse
+
+
+_int_tuple = comma_separated(int, "integers", "256,256")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -120,6 +130,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=d.num_canaries,
         help="validation rows stored to verify the artifact",
     )
+    export.add_argument(
+        "--report",
+        action="store_true",
+        help="also write report.html with PNGs (curves, BN statistics, input standardization) into the artifact",
+    )
     return parser
 
 
@@ -163,3 +178,7 @@ def print_summary(out_dir: Path, seconds: float) -> None:
     for label, train_key, val_key in rows:
         print(f"{label:>10} {m[train_key]:>10.4f} {m[val_key]:>10.4f}")
     print(f"trained in {m['train_seconds']:.1f} s ({seconds:.1f} s in all) -> {out_dir}")
+    if t.get("report"):
+        from training.report import REPORT_FILE  # matplotlib: only when there is a report
+
+        print(f"report: {out_dir / REPORT_FILE}")

@@ -57,6 +57,7 @@ class TrainConfig:
     repository: str | None = None  # instead of out_dir: the next version of <repository>/<name>/
     name: str | None = None  # default: the dataset name or CSV file stem
     num_canaries: int = 4  # raw validation rows stored with their outputs to verify the artifact on load
+    report: bool = False  # also store report.html and its PNGs (curves, BN statistics) in the artifact
     progress: bool = True  # show the tqdm progress bar
 
     def __post_init__(self) -> None:

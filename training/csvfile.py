@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import MIN_ROWS, Dataset
+from training.dataset import MIN_ROWS, Dataset
 from training.errors import DataError
 
 MAX_AUTO_CLASSES = 20

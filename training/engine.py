@@ -29,6 +29,8 @@ from training.errors import ConfigError, TrainingDivergedError
 EVAL_CHUNK = 4096  # rows per forward pass in evaluate(): bounds memory on large CSVs, same result
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Called after each epoch's checks with (epoch, model, running train metrics, val metrics).
+EpochHook = Callable[[int, nn.Module, dict[str, float], dict[str, float]], None]
 
 
 @dataclass
@@ -161,11 +163,18 @@ def check_finite(model: nn.Module, epoch: int, losses: dict[str, float], cfg: Tr
 
 
 def fit(
-    model: nn.Module, train: Dataset, val: Dataset, cfg: TrainConfig, *, device: str | torch.device
+    model: nn.Module,
+    train: Dataset,
+    val: Dataset,
+    cfg: TrainConfig,
+    *,
+    device: str | torch.device,
+    on_epoch: EpochHook | None = None,
 ) -> dict[str, float]:
     """Gives back the final metrics (``train_*`` and ``val_*``, eval mode) after training ``model`` in place.
 
-    Batches are drawn from ``cfg.seed``; after every epoch the model is validated and checked for NaN/inf.
+    Batches are drawn from ``cfg.seed``; after every epoch the model is validated, checked for NaN/inf and
+    handed to ``on_epoch`` (``training.history.HistoryRecorder`` records the curves that way).
     The model is left on ``device`` in eval mode.
     """
     device = torch.device(device)
@@ -185,6 +194,8 @@ def fit(
             check_finite(
                 model, epoch, {"the training loss": running["loss"], "the val loss": val_metrics["loss"]}, cfg
             )
+            if on_epoch is not None:
+                on_epoch(epoch, model, running, val_metrics)
             bar.set_postfix(
                 {k: f"{v:.4f}" for k, v in running.items()}
                 | {f"val_{k}": f"{v:.4f}" for k, v in val_metrics.items()}

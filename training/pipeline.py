@@ -3,8 +3,9 @@
 dataset = load_data(cfg)
 train_ds, val_ds = split_dataset(dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
 model, layers = build_model(cfg, train_ds)        # standardization already set from train_ds
-metrics = fit(model, train_ds, val_ds, cfg, device="cpu")
-export_artifact(cfg, model, layers, train_ds, val_ds, metrics, device="cpu")
+recorder = HistoryRecorder(task=train_ds.task, steps_per_epoch=steps_per_epoch(len(train_ds), cfg.batch_size))
+metrics = fit(model, train_ds, val_ds, cfg, device="cpu", on_epoch=recorder)
+export_artifact(cfg, model, layers, train_ds, val_ds, metrics, device="cpu", history=recorder.history())
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import torch
 from torch import nn
 
 from models import CNNConfig, LayerSpec, MLPConfig, build_network, cnn_layers, mlp_layers, save_artifact
+from models.history import HISTORY_FILE, TrainingHistory
 from models.layers import Rescale, Standardize
 from models.repository import publish_version
 from training.config import TrainConfig
 from training.data import Dataset, load_data, split_dataset
-from training.engine import fit, resolve_device
+from training.engine import fit, resolve_device, steps_per_epoch
 from training.errors import ConfigError
+from training.history import HistoryRecorder
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -36,8 +39,13 @@ def train(cfg: TrainConfig) -> Path:
     dataset = load_data(cfg)
     train_ds, val_ds = split_dataset(dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
     model, layers = build_model(cfg, train_ds)
-    metrics = fit(model, train_ds, val_ds, cfg, device=device)
-    return export_artifact(cfg, model, layers, train_ds, val_ds, metrics, device=device)
+    recorder = HistoryRecorder(
+        task=train_ds.task, steps_per_epoch=steps_per_epoch(len(train_ds), cfg.batch_size)
+    )
+    metrics = fit(model, train_ds, val_ds, cfg, device=device, on_epoch=recorder)
+    return export_artifact(
+        cfg, model, layers, train_ds, val_ds, metrics, device=device, history=recorder.history()
+    )
 
 
 def model_kind(cfg: TrainConfig, data: Dataset) -> str:
@@ -120,14 +128,33 @@ def export_artifact(
     metrics: dict[str, float],
     *,
     device: str | torch.device,
+    history: TrainingHistory | None = None,
 ) -> Path:
     """Gives back the artifact directory (``cfg.out_dir``, default ``artifacts/<name>``, or with
-    ``cfg.repository`` the next version ``<repository>/<name>/<N>``), written atomically."""
+    ``cfg.repository`` the next version ``<repository>/<name>/<N>``), written atomically.
+
+    ``history`` goes in as ``history.json``, and with ``cfg.report`` the report and its PNGs too.
+    """
     name = cfg.name or cfg.source_name
     if cfg.repository is not None:
         out_dir = Path(cfg.repository) / name
     else:
         out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else Path("artifacts") / cfg.source_name
+    record = training_record(cfg, train, val, device=device, out_dir=out_dir, name=name)
+    files = {} if history is None else {HISTORY_FILE: history.to_json()}
+    if cfg.report and history is not None:
+        # Imported here: matplotlib takes ~0.4 s to import and only a run with a report needs it.
+        from training.report import render_report
+
+        files |= render_report(
+            model,
+            history,
+            name=name,
+            feature_names=train.feature_names,
+            class_labels=train.class_labels,
+            metrics=metrics,
+            training=record,
+        )
     save = functools.partial(
         save_artifact,
         model=model,
@@ -139,8 +166,9 @@ def export_artifact(
         canary_inputs=torch.from_numpy(val.features[: cfg.num_canaries]),  # raw rows, as a client sends them
         input_shape=list(train.input_shape),
         target_name=train.target_name,
-        training=training_record(cfg, train, val, device=device, out_dir=out_dir, name=name),
+        training=record,
         metrics=metrics,
+        files=files,
     )
     if cfg.repository is not None:
         return publish_version(cfg.repository, name, save)

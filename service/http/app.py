@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from models import __version__
 from service.errors import ServiceError
 from service.http.asgi import BNServe
-from service.http.auth import AUTH_ERRORS, ReadersOnly
+from service.http.auth import VIEW_ERRORS, ReadersOnly
 from service.http.errors import install_error_handlers
-from service.http.routes import bn_stats, drift, health, metadata, predict, repository
+from service.http.routes import bn_stats, drift, health, history, metadata, predict, repository, ui
 from service.http.routes import metrics as metrics_route
 from service.http.routes.metrics import drift_monitors
 from service.inference.predictor import Predictor
@@ -96,6 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # FastAPI's native OpenTelemetry looks the providers up in os.environ on every request, a noticeable
         # share of a one-row /predict (docs/PERFORMANCE.md). bnserve reports its own metrics instead.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Served by routes/ui.py with assets from this process: FastAPI's defaults load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.registry = registry
@@ -107,9 +111,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.router.routes.append(predict.route)  # its OpenAPI description: BNServe.openapi
     app.include_router(health.router)
+    app.include_router(ui.router)  # the page: its script reads the JSON views, which check the read token
     app.include_router(repository.admin)
-    for router in (bn_stats.router, metadata.router, drift.router, metrics_route.router, repository.router):
-        app.include_router(router, dependencies=[ReadersOnly], responses=AUTH_ERRORS)  # type: ignore[arg-type]
+    readers = (
+        bn_stats.router,
+        metadata.router,
+        drift.router,
+        metrics_route.router,
+        history.router,
+        repository.router,
+    )
+    for router in readers:
+        app.include_router(router, dependencies=[ReadersOnly], responses=VIEW_ERRORS)
+    app.mount(ui.STATIC_URL, StaticFiles(directory=ui.STATIC_DIR), name="static")
+    app.mount(ui.DOCS_ASSETS_URL, StaticFiles(directory=ui.docs_assets_dir()), name="docs-assets")
     return app
 
 
@@ -157,7 +172,7 @@ def _announce(settings: Settings, registry: ModelRegistry[Predictor], predictor:
         "bnserve ready: model %r version %s (%s, %d features), loaded in %.2f s, serving at %s\n"
         "  curl -s %s/predict -H 'Content-Type: application/json' -d '%s'\n"
         "  curl -s '%s/bn-stats?vectors=false'\n"
-        "  docs: %s/docs",
+        "  page: %s/   docs: %s/docs",
         predictor.model,
         predictor.version,
         artifact.manifest.task,
@@ -166,6 +181,7 @@ def _announce(settings: Settings, registry: ModelRegistry[Predictor], predictor:
         url,
         url,
         body,
+        url,
         url,
         url,
     )

@@ -62,10 +62,19 @@ class BNServe(FastAPI):
             self.state.metrics.observe_request(route, method, status, time.perf_counter() - start)
 
     def openapi(self) -> dict[str, Any]:
-        """Gives back FastAPI's schema of the routes, with POST /predict as ``predict.Predict`` describes it."""
+        """Gives back FastAPI's schema of the routes, with POST /predict as ``predict.Predict`` describes it:
+        for the loaded model once it is ready (kept from then on), generic before."""
         if self.openapi_schema is None:
             schema = super().openapi()
+            self.openapi_schema = None  # super() keeps its own; this one is kept only once the model is known
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            schema["paths"] = {predict.PATH: predict.Predict.openapi(components), **schema["paths"]}
-            self.openapi_schema = schema
+            # The default model's rows (app.state.predictor: its newest version, None until one is loaded).
+            predictor, settings = self.state.predictor, self.state.settings
+            ready = predictor is not None and predictor.ready
+            features = predictor.feature_names if ready else None
+            path = predict.Predict.openapi(components, feature_names=features, max_rows=settings.max_rows)
+            schema["paths"] = {predict.PATH: path, **schema["paths"]}
+            if ready:
+                self.openapi_schema = schema
+            return schema
         return self.openapi_schema

@@ -17,16 +17,16 @@ from fastapi import Depends, Request
 from pydantic import SecretStr
 
 from service.errors import Forbidden, Unauthorized
+from service.http.schemas import errors
 from service.settings import Settings
 
 ADMIN_DISABLED = (
     "this endpoint changes server state and is disabled because no admin token is configured: set "
     "BNSERVE_ADMIN_TOKEN to a secret and send it as 'Authorization: Bearer <token>'"
 )
-AUTH_ERRORS = {
-    401: {"description": "a missing, empty or wrong bearer token"},
-}
-ADMIN_ERRORS = {**AUTH_ERRORS, 403: {"description": "no admin token is configured (BNSERVE_ADMIN_TOKEN)"}}
+AUTH_ERRORS = errors(401)
+VIEW_ERRORS = errors(400, 401, 404)  # a view of one model version: a malformed or unknown ?model=&version=
+ADMIN_ERRORS = errors(401, 403)
 
 
 def check_admin(settings: Settings, authorization: str | None) -> None:

@@ -5,15 +5,25 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from models.repository import MODEL_NAME_PATTERN, VERSION_PATTERN
 from service.inference.predictor import Predictor
 from service.inference.repository import ModelRegistry
 from service.settings import Settings
 
+# The patterns are documented, not enforced here: the registry refuses a bad name with a 400 saying why.
 ModelQuery = Annotated[
-    str | None, Query(description="the model (default: BNSERVE_DEFAULT_MODEL, else the only or first one)")
+    str | None,
+    Query(
+        description="the model (default: BNSERVE_DEFAULT_MODEL, else the only or first one)",
+        json_schema_extra={"pattern": MODEL_NAME_PATTERN},
+    ),
 ]
 VersionQuery = Annotated[
-    str | None, Query(description="the version, a positive integer (default: the highest one serving)")
+    str | None,
+    Query(
+        description="the version, a positive integer (default: the highest one serving)",
+        json_schema_extra={"pattern": VERSION_PATTERN},
+    ),
 ]
 
 

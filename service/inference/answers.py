@@ -8,10 +8,9 @@ encoder.encode_float32(out)  # the bulk answer: raw little-endian float32 (B, K)
 ``out`` is a batch's output: class probabilities (B, K) or regression values (B, 1).
 
 Why ``encode`` does not just call ``orjson.dumps(answer)``: building a dict per row (and one of
-probabilities inside it) costs about 1 µs a row in Python, as long as the whole forward pass of a
-1,024-row batch. ``encode`` lets orjson format every number of the batch in one call, then splices the
+probabilities inside it) costs as much in Python as the whole forward pass of a large batch. ``encode`` lets orjson format every number of the batch in one call, then splices the
 numbers into a per-row template of the constant keys and labels (themselves JSON-encoded by orjson) at C
-speed (``bytes.__mod__`` over ``zip``): 3 to 4 times faster for 1,024 rows. Small batches take the dict
+speed (``bytes.__mod__`` over ``zip``): several times faster for large batches. Small batches take the dict
 path, which is faster below a few rows (docs/PERFORMANCE.md).
 """
 
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-DICT_PATH_ROWS = 2  # at most this many rows: orjson.dumps of the dict is faster (5 vs 9 µs for one row)
+DICT_PATH_ROWS = 2  # at most this many rows: orjson.dumps of the dict is faster than the splicing
 FLOAT32_MEDIA_TYPE = "application/octet-stream"
 
 Headers = list[tuple[bytes, bytes]]

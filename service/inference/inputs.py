@@ -18,8 +18,8 @@ import simdjson
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
 
 _MAX_DEPTH = 1024  # orjson's nesting limit
-# Below this, orjson + np.array is faster: one 30-feature row (~400 bytes) takes 3 µs there, 11 µs through
-# simdjson's checks; from about 8 rows (3 KB) on, simdjson is ahead, and 1.7x at 64 rows.
+# Below this, orjson + np.array is faster: simdjson's per-document checks cost more than they save on a few
+# rows; past it simdjson pulls ahead (the crossover is in docs/PERFORMANCE.md).
 SIMDJSON_MIN_BYTES = 4096
 
 
@@ -99,8 +99,8 @@ def parse_float32_rows(body: bytes, feature_names: list[str], *, max_rows: int) 
 
 def _numeric_rows(body: bytes, n: int, *, max_rows: int) -> np.ndarray | None:
     """Gives back the rows of ``{"instances": [[n numbers], ...]}`` parsed by simdjson straight into one
-    float64 buffer, with no Python object per number (a third of orjson + ``np.array``'s time for 1,024
-    rows); None for anything else, which the paths below then parse or refuse with the exact error."""
+    float64 buffer, with no Python object per number (far faster than orjson + ``np.array`` on large
+    bodies); None for anything else, which the paths below then parse or refuse with the exact error."""
     if len(body) < SIMDJSON_MIN_BYTES or not _only_numbers_after_the_key(body):  # only the key is a string
         return None
     try:
@@ -112,7 +112,7 @@ def _numeric_rows(body: bytes, n: int, *, max_rows: int) -> np.ndarray | None:
             return None
         b = len(instances)
         # as_buffer flattens: each row must be one flat array of n numbers (null fails as_buffer), so no
-        # "[" but the rows' and the list's. numpy counts bytes 5x faster than bytes.count (36 vs 165 µs).
+        # "[" but the rows' and the list's. numpy counts bytes faster than bytes.count.
         if np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == ord("[")) != b + 1:
             return None
         if set(map(len, instances)) != {n}:  # type: ignore[arg-type]  # a number row: TypeError
@@ -128,8 +128,8 @@ def _numeric_rows(body: bytes, n: int, *, max_rows: int) -> np.ndarray | None:
 def _only_numbers_after_the_key(body: bytes) -> bool:
     """Gives back True when the body's one string is its key and no true/false follows: np.array would
     otherwise turn "1.5" and true into numbers that the exact path must refuse."""
-    # Single-byte find() is memchr: 3 passes over a 1,024-row body take ~20 µs where count() and
-    # `b"true" in body` took ~1 ms, as long as parsing it.
+    # Single-byte find() is memchr: three passes over a large body cost a small fraction of what count() and
+    # `b"true" in body` would, which took as long as parsing the body.
     key_end = body.find(b'"', body.find(b'"') + 1)
     return (
         body.find(b'"', key_end + 1) == -1

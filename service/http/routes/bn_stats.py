@@ -11,12 +11,19 @@ from torch import nn
 from models.bn import batchnorm_layers, model_bn_fingerprint, training_bn_layers
 from service.errors import NotFound
 from service.http.deps import PredictorDep
+from service.http.schemas import BNStats, errors
 from service.inference.predictor import Predictor
 
 router = APIRouter(tags=["inspect"])
 
 
-@router.get("/bn-stats", summary="Every BN layer's frozen statistics, in network order")
+@router.get(
+    "/bn-stats",
+    summary="Every BN layer's frozen statistics, in network order",
+    response_model=BNStats,
+    response_model_exclude_unset=True,
+    responses=errors(404, 422, 503),
+)
 def bn_stats(
     predictor: PredictorDep,
     layer: Annotated[str | None, Query(description="only this BN layer, e.g. bn1")] = None,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from service.http.auth import ADMIN_ERRORS, AdminOnly
 from service.http.deps import PredictorDep
+from service.http.schemas import DriftReport, DriftReset, errors
 from service.inference.predictor import Predictor
 from service.monitoring.drift import DriftMonitor
 
@@ -17,6 +18,9 @@ router = APIRouter(tags=["inspect"])
 @router.get(
     "/drift",
     summary="Live traffic against the frozen BN statistics: a verdict, the input features, every BN layer",
+    response_model=DriftReport,
+    response_model_exclude_unset=True,
+    responses=errors(422, 503),
 )
 def drift(
     predictor: PredictorDep,
@@ -33,7 +37,9 @@ def drift(
     "/drift/reset",
     summary="Start a new drift window (this worker's, of this model version); needs the admin token",
     dependencies=[AdminOnly],
-    responses=ADMIN_ERRORS,  # type: ignore[arg-type]
+    response_model=DriftReset,
+    response_model_exclude_unset=True,
+    responses={**errors(400, 404, 503), **ADMIN_ERRORS},
 )
 def reset(predictor: PredictorDep) -> dict[str, Any]:
     monitor = _monitor(predictor)

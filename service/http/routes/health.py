@@ -8,17 +8,21 @@ from fastapi import APIRouter
 
 from service.errors import NotReady, ServiceError
 from service.http.deps import RegistryDep
+from service.http.schemas import Alive, Ready, errors
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Alive: the process answers")
+@router.get("/healthz", summary="Alive: the process answers", response_model=Alive)
 def healthz() -> dict[str, str]:
     return {"status": "alive"}
 
 
 @router.get(
-    "/readyz", summary="Ready: the artifact is loaded and passed its canary self-test (503 otherwise)"
+    "/readyz",
+    summary="Ready: the artifact is loaded and passed its canary self-test (503 otherwise)",
+    response_model=Ready,
+    responses=errors(503),
 )
 def readyz(registry: RegistryDep) -> dict[str, Any]:
     try:

@@ -7,13 +7,17 @@ from typing import Any
 from fastapi import APIRouter
 
 from service.http.deps import PredictorDep
+from service.http.schemas import Metadata, errors
 from service.inference.predictor import Predictor
 
 router = APIRouter(tags=["health"])
 
 
 @router.get(
-    "/metadata", summary="Task, features, classes, metrics, training configuration, artifact identity"
+    "/metadata",
+    summary="Task, features, classes, metrics, training configuration, artifact identity",
+    response_model=Metadata,
+    responses=errors(503),
 )
 def metadata(predictor: PredictorDep) -> dict[str, Any]:
     return metadata_view(predictor)

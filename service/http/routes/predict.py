@@ -17,13 +17,14 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
+from models.repository import MODEL_NAME_PATTERN, VERSION_PATTERN
 from service.errors import PayloadTooLarge, ServiceError, UnsupportedMediaType
 from service.http.auth import check_reader
 from service.http.errors import JSON_HEADERS, error_body
-from service.http.schemas import ErrorResponse, PredictRequest, PredictResponse
+from service.http.schemas import ERROR_DESCRIPTIONS, ErrorResponse, PredictRequest, PredictResponse
 from service.inference.answers import FLOAT32_MEDIA_TYPE, Headers
 from service.inference.inputs import parse_float32_rows, parse_instances
 from service.inference.predictor import Predictor
@@ -58,26 +59,28 @@ class Predict:
         return status
 
     @staticmethod
-    def openapi(components: dict[str, Any]) -> dict[str, Any]:
-        """Gives back the OpenAPI path item of POST /predict; adds the schemas it refers to ``components``."""
+    def openapi(
+        components: dict[str, Any], *, feature_names: list[str] | None = None, max_rows: int | None = None
+    ) -> dict[str, Any]:
+        """Gives back the OpenAPI path item of POST /predict; adds the schemas it refers to ``components``.
+
+        With the model's ``feature_names`` (and the ``max_rows`` limit) the request schema is exactly what
+        is accepted: rows of that many finite float32 numbers, or objects with exactly those keys.
+        """
         request = PredictRequest.model_json_schema()  # inline, as /docs shows it: it refers to nothing
+        if feature_names is not None:
+            request["properties"]["instances"] |= {
+                "items": _row_schema(feature_names),
+                **({"maxItems": max_rows} if max_rows is not None else {}),
+            }
         answer = _schema(PredictResponse, components)
         error = _schema(ErrorResponse, components)
         errors = {
-            str(code): {"description": description, "content": {"application/json": {"schema": error}}}
-            for code, description in zip(
-                ERROR_STATUSES,
-                (
-                    "malformed JSON, or a malformed model or version name",
-                    "BNSERVE_READ_TOKEN is set and the request does not carry it (or the admin token)",
-                    "no such model or version serving",
-                    "body or row count over the limits",
-                    "a Content-Type other than application/json or application/octet-stream",
-                    "well-formed rows with wrong values (feature count or names, non-finite numbers)",
-                    "the model is not ready",
-                ),
-                strict=True,
-            )
+            str(code): {
+                "description": ERROR_DESCRIPTIONS[code],
+                "content": {"application/json": {"schema": error}},
+            }
+            for code in ERROR_STATUSES
         }
         return {
             "post": {
@@ -89,14 +92,14 @@ class Predict:
                         "name": "model",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": MODEL_NAME_PATTERN},
                         "description": "the model (default: BNSERVE_DEFAULT_MODEL, else the only or first one)",
                     },
                     {
                         "name": "version",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+                        "schema": {"type": "string", "pattern": VERSION_PATTERN},
                         "description": "the version (default: the model's highest version serving)",
                     },
                 ],
@@ -138,8 +141,19 @@ class Predict:
         }
 
 
+class PredictRoute(Route):
+    """The router's /predict: ``Predict`` itself as the endpoint, so other methods get 405; it names itself in
+    the scope, as FastAPI's own routes do, so that those requests are counted under ``/predict`` too."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
 predict = Predict()
-route = Route(PATH, endpoint=predict, methods=["POST"])
+route = PredictRoute(PATH, endpoint=predict, methods=["POST"])
 
 
 def _schema(
@@ -150,6 +164,27 @@ def _schema(
     components.update(schema.pop("$defs", {}))
     components[model.__name__] = schema
     return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _row_schema(feature_names: list[str]) -> dict[str, Any]:
+    """Gives back the JSON schema of one row of this model: an array in feature order, or an object."""
+    number = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+    n = len(feature_names)
+    return {
+        "anyOf": [
+            {"type": "array", "items": number, "minItems": n, "maxItems": n, "title": "row in feature order"},
+            {
+                "type": "object",
+                "properties": {name: number for name in feature_names},
+                "required": feature_names,
+                "additionalProperties": False,
+                "title": "row keyed by feature name (unknown keys are refused with 422)",
+            },
+        ]
+    }
 
 
 async def _answer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:

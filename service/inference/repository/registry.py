@@ -198,8 +198,10 @@ class ModelRegistry(Generic[S]):
 
     def _not_serving(self, name: str) -> Exception:
         if name not in self._models and name not in self._status:
-            known = sorted(self._models)
-            return NotFound(f"no model {name!r} in the {self.source.describe()}; the models are {known}")
+            if not any(self._serving.values()) and self._default is not None and self._default != name:
+                # Nothing serves at all: the server is not ready, which says more than "no such model".
+                return NotReady(f"not ready: {self._not_serving(self._default).args[0]}")
+            return self._no_such_model(name)
         reasons = "; ".join(
             f"version {s.version}: {s.state} ({s.reason})" for s in self._status.get(name, {}).values()
         )
@@ -211,7 +213,7 @@ class ModelRegistry(Generic[S]):
         status = self._status.get(name, {}).get(number) if number is not None else None
         where = f"the serving versions are {sorted(serving)}"
         if status is None:
-            return NotFound(f"model {name!r} has no version {number}; {where}")
+            return NotFound(f"model {name!r} has no version {str(number)!r}; {where}")
         if status.state == "LOADING":
             return NotReady(f"version {number} of model {name!r} is LOADING; {where}")
         return NotFound(f"version {number} of model {name!r} is {status.state} ({status.reason}); {where}")
@@ -290,10 +292,14 @@ class ModelRegistry(Generic[S]):
     def _require_model(self, name: str) -> ModelFiles:
         files = self._models.get(name)
         if files is None:
-            raise NotFound(
-                f"no model {name!r} in the {self.source.describe()}; the models are {sorted(self._models)}"
-            )
+            raise self._no_such_model(name)
         return files
+
+    def _no_such_model(self, name: str) -> NotFound:
+        known = ", ".join(repr(n) for n in sorted(self._models)) or "no model"
+        return NotFound(
+            f"no model {name!r}: this server serves {known} (GET /models; {self.source.describe()})"
+        )
 
     def _apply_all(self, *, retry: bool) -> list[Outcome]:
         generation = self.overrides.generation()

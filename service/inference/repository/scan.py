@@ -21,7 +21,7 @@ from typing import Protocol
 
 import orjson
 
-from models.repository import MODEL_CONFIG_FILE, MODEL_NAME, model_dirs, version_dirs
+from models.repository import MODEL_CONFIG_FILE, MODEL_NAME, check_model_name, model_dirs, version_dirs
 from service.inference.repository.policy import ModelConfig, VersionPolicy, parse_model_config
 
 Fingerprint = tuple[tuple[str, int, int], ...]
@@ -116,10 +116,14 @@ class RepositorySource:
 
 
 class SingleArtifactSource:
-    """One artifact directory (``BNSERVE_MODEL_DIR``) served as version 1 of a one-model repository."""
+    """One artifact directory (``BNSERVE_MODEL_DIR``) served as version 1 of a one-model repository, named
+    ``name`` (``BNSERVE_MODEL_NAME``) or else by its manifest."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, name: str | None = None) -> None:
         self.path = Path(path)
+        if name is not None:
+            self.name = check_model_name(name)  # a name the user chose: refused at startup when invalid
+            return
         name = _manifest_name(self.path) or self.path.resolve().name
         self.name = name if MODEL_NAME.match(name) and ".." not in name else "model"
 

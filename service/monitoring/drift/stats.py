@@ -1,16 +1,8 @@
 """Per-channel statistics of the window and their comparison with the frozen ones: the drift score.
 
-Per channel, with m and v the window's mean and variance in the layer's own units (the BN's input z, the
-raw feature), and n the normalized value read back from the slot's output::
-
-    shift      = (m - running_mean) / sqrt(running_var + eps)      # in training standard deviations
-    var_ratio  = (v + eps) / (running_var + eps)                   # 1: the same spread as in training
-    shift_gap  = max(|shift| - 2 se(shift), 0)
-    spread_gap = distance from sqrt(running_var) to [sqrt(v - 2 se(v)), sqrt(v + 2 se(v))],
-                 divided by sqrt(running_var + eps)
-    score      = sqrt(shift_gap² + spread_gap²)
-
-See service/monitoring/drift/__init__.py for why the score takes that form.
+``SiteDrift.compare`` computes, per channel, the shift, the variance ratio and the score whose formulas and
+reasons are in the package's docstring (service/monitoring/drift/__init__.py); ``Layout`` says where each
+site's values sit and ``moment_sums`` sums a window's rows into the moments that comparison reads.
 """
 
 from __future__ import annotations
@@ -94,8 +86,9 @@ def moment_sums(
 
     flat_width = layout.flat_width
     cols = slice(0, flat_width)
-    n = raw[:, cols] - layout.offset32[cols]
-    n *= layout.inv_scale32[cols]
+    with np.errstate(over="ignore", invalid="ignore"):  # an absurd input overflows here; clipped next
+        n = raw[:, cols] - layout.offset32[cols]
+        n *= layout.inv_scale32[cols]
     np.clip(n, -N_LIMIT, N_LIMIT, out=n)
     q = n * n
     s_m, s_q = total(n), total(q)

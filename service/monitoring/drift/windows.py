@@ -26,8 +26,8 @@ Reduce = Callable[[np.ndarray, np.ndarray | None], np.ndarray]  # raw rows, weig
 class Block:
     """One batch's raw values as the forward pass made them: ``parts`` side by side are its (rows, C_raw)
     raw columns. Kept by reference and never written: the serving network has no in-place layers, so the
-    activations stay as they were seen. Copying them into a ring instead added 0.96 ms to a 1,024-row
-    forward, keeping them adds 0.08 ms (docs/PERFORMANCE.md)."""
+    activations stay as they were seen, and keeping a reference costs a small fraction of what copying
+    them into a ring would (docs/PERFORMANCE.md)."""
 
     rows: int
     parts: list[torch.Tensor]  # each (rows, width) on the serving device, in raw-column order

@@ -202,3 +202,14 @@ def test_multiprocess_metrics_add_up_every_worker(breast_cancer_artifact: Path, 
     assert value(samples, "bnserve_batch_rows_sum", **MV) == 24
     # The finished workers marked themselves dead: only the live one's drift window counts.
     assert value(samples, "bnserve_drift_window_rows", **MV) == 10
+
+
+def test_a_request_the_router_answers_for_predict_is_counted_under_its_template(client: TestClient) -> None:
+    before = scrape(client)
+    assert client.get("/predict").status_code == 405  # the router's /predict route, not the fast dispatch
+    after = scrape(client)
+    labels = {"route": "/predict", "method": "GET", "status": "405"}
+    assert (
+        value(after, "bnserve_requests_total", **labels)
+        == value(before, "bnserve_requests_total", **labels) + 1
+    )

@@ -8,6 +8,7 @@ names. Swap latency is a benchmark (bench/repository.py), never asserted here.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``bc/1`` and ``bc/2``: the breast-cancer MLP trained with two seeds (different weights)."""
     repo = tmp_path_factory.mktemp("repo")
     for seed in (0, 1):
@@ -48,6 +49,12 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
             )
         )  # fmt: skip
     return repo
+
+
+@pytest.fixture
+def repository(trained: Path, tmp_path: Path) -> Path:
+    """A private copy of ``trained``: the tests add versions to it."""
+    return Path(shutil.copytree(trained, tmp_path / "repo"))
 
 
 class Traffic:

@@ -357,3 +357,14 @@ def test_a_single_artifact_is_served_as_version_1_of_a_one_model_repository(
     assert models["default"] == "breast_cancer"
     assert [(v["version"], v["state"]) for v in models["models"][0]["versions"]] == [("1", "READY")]
     assert (answer["model"], answer["version"]) == ("breast_cancer", "1")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b'{"parameters": []}', b'{"parameters": {"version": "1", "versions": ["1"]}}', b"[1]"],
+)
+def test_a_malformed_load_body_is_a_400_saying_what_was_expected(client: TestClient, body: bytes) -> None:
+    answer = client.post("/v2/repository/models/bc/load", content=body, headers=AUTH)
+
+    assert answer.status_code == 400 and "parameters" in answer.json()["error"]
+    assert predict(client).json()["version"] == "2"
