@@ -2,6 +2,7 @@
 
     python -m training --dataset breast_cancer --out artifacts/breast_cancer
     python -m training --csv houses.csv --target price --hidden 64,64
+    torchrun --nproc-per-node 2 -m training --dataset digits --bn-stats precise   # DDP, docs/DISTRIBUTED.md
 
     from training import TrainConfig, train
     out_dir = train(TrainConfig(dataset="wine", epochs=20))   # the artifact directory
@@ -14,13 +15,14 @@ from __future__ import annotations
 from training.config import TrainConfig
 from training.data import Dataset, load_data, split_dataset
 from training.engine import evaluate, fit, train_one_epoch
-from training.errors import ConfigError, DataError, TrainingDivergedError, TrainingError
+from training.errors import ConfigError, DataError, RankFailedError, TrainingDivergedError, TrainingError
 from training.pipeline import build_model, export_artifact, train
 
 __all__ = [
     "ConfigError",
     "DataError",
     "Dataset",
+    "RankFailedError",
     "TrainConfig",
     "TrainingDivergedError",
     "TrainingError",

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from models import load_artifact
+from models.manifest import Manifest
 from models.mlp import ACTIVATIONS
-from training.config import BN_POSITIONS, DATASETS, DEVICES, MODELS, TASKS, TrainConfig
+from training import distributed
+from training.config import BN_POSITIONS, BN_STATS, DATASETS, DEVICES, MODELS, TASKS, TrainConfig
 from training.csvfile import MAX_AUTO_CLASSES
-from training.errors import ConfigError, DataError, TrainingDivergedError
+from training.errors import ConfigError, DataError, TrainingError
 from training.pipeline import train
 
 _DEFAULTS = TrainConfig()
@@ -98,11 +100,29 @@ def get_args_parser() -> argparse.ArgumentParser:
         "value instead, so m = 1 - k: Keras 0.99 == PyTorch 0.01",
     )
     model.add_argument("--bn-eps", type=float, default=d.bn_eps, help="added to the variance before the sqrt")
+    model.add_argument(
+        "--bn-stats",
+        default=d.bn_stats,
+        choices=BN_STATS,
+        help="what the exported BN buffers hold: ema, PyTorch's running average of the training batches; "
+        "precise, each layer's population mean and variance over the whole training split, recomputed after "
+        "training with the weights fixed (summed over every rank)",
+    )
+    model.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun on CUDA: SyncBatchNorm, so each step normalizes by the whole global batch "
+        "instead of each rank's share (refused on the CPU)",
+    )
 
     optim = parser.add_argument_group("optimization (AdamW)")
     optim.add_argument("--epochs", type=int, default=d.epochs)
     optim.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help="a last batch of one row is merged"
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help="rows per optimizer step, all ranks together under torchrun; a last batch of one row "
+        "(fewer than 2 per rank) is merged",
     )
     optim.add_argument("--lr", type=float, default=d.lr, help="learning rate")
     optim.add_argument("--weight-decay", type=float, default=d.weight_decay)
@@ -152,11 +172,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     try:
         out_dir = train(config_from_args(args))
-    except (ConfigError, DataError) as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
-    except TrainingDivergedError as e:
-        parser.exit(1, f"{parser.prog}: error: {e}\n")
-    print_summary(out_dir, time.perf_counter() - started)
+    except TrainingError as e:
+        # Under torchrun rank 0 reports every rank's failure; the other ranks exit quietly.
+        message = f"{parser.prog}: error: {e}\n" if distributed.reports(e) else None
+        parser.exit(2 if isinstance(e, ConfigError | DataError) else 1, message)
+    if distributed.launch_rank() == 0:  # under torchrun only rank 0 prints
+        print_summary(out_dir, time.perf_counter() - started)
 
 
 def print_summary(out_dir: Path, seconds: float) -> None:
@@ -177,8 +198,24 @@ def print_summary(out_dir: Path, seconds: float) -> None:
     print(f"{'':>10} {'train':>10} {'val':>10}")
     for label, train_key, val_key in rows:
         print(f"{label:>10} {m[train_key]:>10.4f} {m[val_key]:>10.4f}")
+    print(bn_statistics_line(manifest))
     print(f"trained in {m['train_seconds']:.1f} s ({seconds:.1f} s in all) -> {out_dir}")
     if t.get("report"):
         from training.report import REPORT_FILE  # matplotlib: only when there is a report
 
         print(f"report: {out_dir / REPORT_FILE}")
+
+
+def bn_statistics_line(manifest: Manifest) -> str:
+    """Gives back the summary line that says which statistics the BN buffers hold, and the EMA's gap."""
+    s = manifest.bn_statistics
+    ranks = f"{s.world_size} rank{'s' if s.world_size > 1 else ''}"
+    if s.kind == "ema" or s.ema_gap is None:
+        return f"BN statistics: ema (running average of the training batches; {ranks})"
+    gaps = ", ".join(
+        f"{g.layer} {g.max_abs_mean_shift:.3f}σ / {g.max_abs_log_var_ratio:.3f}" for g in s.ema_gap
+    )
+    return (
+        f"BN statistics: precise (population over the training split; {ranks}); "
+        f"EMA gap, max |Δmean|/σ / max |log var ratio|: {gaps}"
+    )

@@ -21,6 +21,7 @@ MODELS = ("auto", "mlp", "cnn")
 DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("auto", "classification", "regression")
 BN_POSITIONS = ("before_activation", "after_activation")
+BN_STATS = ("ema", "precise")  # what the exported BN buffers hold: see docs/ARTIFACT.md, "Precise statistics"
 
 Task = Literal["auto", "classification", "regression"]
 
@@ -43,9 +44,11 @@ class TrainConfig:
     bn_position: BNPosition = "before_activation"
     bn_momentum: float = 0.1  # PyTorch convention: running = (1 - m) * running + m * batch; Keras k == 1 - m
     bn_eps: float = 1e-5
+    bn_stats: str = "ema"  # ema: PyTorch's running average; precise: recomputed over the training split
+    sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA only): each step normalizes by the global batch
     # optimization (AdamW)
     epochs: int = 20
-    batch_size: int = 64
+    batch_size: int = 64  # rows per optimizer step; under torchrun the global batch, shared by the ranks
     lr: float = 1e-3
     weight_decay: float = 1e-4
     device: str = "auto"  # auto: CUDA when available, CPU otherwise
@@ -71,6 +74,7 @@ class TrainConfig:
             ("task", self.task, TASKS),
             ("activation", self.activation, tuple(ACTIVATIONS)),
             ("bn_position", self.bn_position, BN_POSITIONS),
+            ("bn_stats", self.bn_stats, BN_STATS),
         ):
             if value not in choices:
                 raise ConfigError(f"{field} must be one of {list(choices)}, got {value!r}")

@@ -24,6 +24,7 @@ from models.device import DeviceError, pick_device
 from models.layers import Rescale
 from training.config import TrainConfig
 from training.data import Dataset
+from training.distributed import ALONE, Ranks
 from training.errors import ConfigError, TrainingDivergedError
 
 EVAL_CHUNK = 4096  # rows per forward pass in evaluate(): bounds memory on large CSVs, same result
@@ -65,23 +66,24 @@ def cpu_threads(n: int) -> Iterator[None]:
 
 
 def epoch_batches(
-    n: int, batch_size: int, generator: torch.Generator, device: torch.device
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device, *, min_rows: int = 2
 ) -> list[torch.Tensor]:
     """Gives back one epoch of shuffled row indices, one tensor per batch.
 
-    A last batch of a single row is merged into the one before: training-mode BN cannot take the
-    variance of one row (BatchNorm1d raises), and dropping it would waste a row every epoch.
+    A last batch of fewer than ``min_rows`` rows (one row alone; 2 per rank with several ranks) is merged
+    into the one before: training-mode BN cannot take the variance of one row (BatchNorm1d raises), and
+    dropping it would waste rows every epoch.
     """
     order = torch.randperm(n, generator=generator).to(device)  # drawn on the CPU: same order on any device
     batches = list(order.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
+    if len(batches) > 1 and len(batches[-1]) < min_rows:
         batches[-2:] = [torch.cat(batches[-2:])]
     return batches
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
+def steps_per_epoch(n: int, batch_size: int, *, min_rows: int = 2) -> int:
     steps = math.ceil(n / batch_size)
-    return steps - 1 if steps > 1 and n % batch_size == 1 else steps
+    return steps - 1 if steps > 1 and 0 < n % batch_size < min_rows else steps
 
 
 def loss_function(model: nn.Module, task: str) -> LossFn:
@@ -104,27 +106,35 @@ def train_one_epoch(
     data: DeviceSplit,
     batches: list[torch.Tensor],
     bar: tqdm,
+    *,
+    ranks: Ranks = ALONE,
 ) -> dict[str, float]:
-    """Gives back the epoch's running loss (and accuracy), averaged over rows as seen in training mode."""
+    """Gives back the epoch's running loss (and accuracy), averaged over rows as seen in training mode.
+
+    With several ranks, ``batches`` are the global batches: each rank trains on its share of every one,
+    and the running metrics are summed over ranks.
+    """
     model.train()
-    loss_sum = torch.zeros((), device=data.x.device)
-    correct = torch.zeros((), device=data.x.device)
-    for idx in batches:
+    sums = torch.zeros(2, device=data.x.device)  # loss · rows, correct rows
+    for batch in batches:
+        idx = ranks.local_rows(batch)
         x, y = data.x[idx], data.y[idx]  # (B, F), (B,)
         out = model(x)  # (B, num_outputs)
         loss = loss_fn(out, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        weight = ranks.loss_weight(len(idx), len(batch))
+        (loss * weight if weight != 1 else loss).backward()
         optimizer.step()
         # Accumulated on the device: one host sync per epoch, not per batch.
-        loss_sum += loss.detach() * len(idx)
+        sums[0] += loss.detach() * len(idx)
         if data.task == "classification":
-            correct += (out.argmax(dim=1) == y).sum()
+            sums[1] += (out.argmax(dim=1) == y).sum()
         bar.update()
-    n = len(data.x)
-    running = {"loss": loss_sum.item() / n}
+    loss_sum, correct = ranks.sum(sums).tolist()
+    n = sum(len(batch) for batch in batches)
+    running = {"loss": loss_sum / n}
     if data.task == "classification":
-        running["accuracy"] = correct.item() / n
+        running["accuracy"] = correct / n
     return running
 
 
@@ -169,27 +179,34 @@ def fit(
     cfg: TrainConfig,
     *,
     device: str | torch.device,
+    ranks: Ranks = ALONE,
     on_epoch: EpochHook | None = None,
 ) -> dict[str, float]:
     """Gives back the final metrics (``train_*`` and ``val_*``, eval mode) after training ``model`` in place.
 
     Batches are drawn from ``cfg.seed``; after every epoch the model is validated, checked for NaN/inf and
     handed to ``on_epoch`` (``training.history.HistoryRecorder`` records the curves that way).
-    The model is left on ``device`` in eval mode.
+    The model is left on ``device`` in eval mode. With several ``ranks`` it trains under DDP, every rank
+    drawing the same global batches of ``cfg.batch_size`` rows; each epoch ends with rank 0's BN statistics
+    on every rank.
     """
     device = torch.device(device)
     model.to(device)
     train_data, val_data = DeviceSplit.from_dataset(train, device), DeviceSplit.from_dataset(val, device)
     loss_fn = loss_function(model, train.task)
+    net = ranks.wrap(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
     started = time.perf_counter()
-    total = cfg.epochs * steps_per_epoch(len(train), cfg.batch_size)
-    bar = tqdm(total=total, desc=train.name, unit="step", disable=not cfg.progress, dynamic_ncols=True)
+    min_rows = 2 * ranks.world_size
+    total = cfg.epochs * steps_per_epoch(len(train), cfg.batch_size, min_rows=min_rows)
+    show = cfg.progress and ranks.is_main
+    bar = tqdm(total=total, desc=train.name, unit="step", disable=not show, dynamic_ncols=True)
     with bar, cpu_threads(cfg.threads if device.type == "cpu" else 0):
         for epoch in range(1, cfg.epochs + 1):
-            batches = epoch_batches(len(train), cfg.batch_size, generator, device)
-            running = train_one_epoch(model, optimizer, loss_fn, train_data, batches, bar)
+            batches = epoch_batches(len(train), cfg.batch_size, generator, device, min_rows=min_rows)
+            running = train_one_epoch(net, optimizer, loss_fn, train_data, batches, bar, ranks=ranks)
+            ranks.share_buffers(model)  # so every rank validates, and checks, the same network
             val_metrics = evaluate(model, loss_fn, val_data)
             check_finite(
                 model, epoch, {"the training loss": running["loss"], "the val loss": val_metrics["loss"]}, cfg

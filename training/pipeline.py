@@ -22,30 +22,61 @@ from models import CNNConfig, LayerSpec, MLPConfig, build_network, cnn_layers, m
 from models.history import HISTORY_FILE, TrainingHistory
 from models.layers import Rescale, Standardize
 from models.repository import publish_version
+from models.manifest import BNStatistics
+from training import distributed
 from training.config import TrainConfig
 from training.data import Dataset, load_data, split_dataset
+from training.distributed import Ranks
 from training.engine import fit, resolve_device, steps_per_epoch
 from training.errors import ConfigError
 from training.history import HistoryRecorder
+from training.precise_bn import finish_bn_statistics
 
 
 def train(cfg: TrainConfig) -> Path:
     """Gives back the directory of the artifact trained as ``cfg`` says.
 
     Raises ``DataError`` or ``ConfigError`` before training starts, and ``TrainingDivergedError`` when
-    training produces NaN/inf; in every failure nothing is written.
+    training produces NaN/inf; in every failure nothing is written. Launched by torchrun, every rank trains
+    its share (docs/DISTRIBUTED.md), rank 0 writes the artifact once every rank has finished, and every rank
+    gives back its path; a failure on any rank raises on all of them.
     """
     device = resolve_device(cfg.device)
-    dataset = load_data(cfg)
-    train_ds, val_ds = split_dataset(dataset, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    distributed.check_sync_bn(cfg.sync_bn, device)
+    with distributed.session(device) as ranks:
+        device = ranks.device(device)
+        train_ds, val_ds, model, layers = ranks.together(lambda: prepare(cfg, ranks))
+        ranks.together(lambda: distributed.check_same_data(train_ds.features, train_ds.target, ranks))
+        if ranks.rank:  # own dropout masks; DDP gives every rank rank 0's weights
+            torch.manual_seed(cfg.seed + ranks.rank)
+        synced = distributed.convert_sync_batchnorm(model) if cfg.sync_bn else {}
+        distributed.install_test_fault(model, ranks)
+        steps = steps_per_epoch(len(train_ds), cfg.batch_size, min_rows=2 * ranks.world_size)
+        recorder = HistoryRecorder(task=train_ds.task, steps_per_epoch=steps)
+        metrics = fit(model, train_ds, val_ds, cfg, device=device, ranks=ranks, on_epoch=recorder)
+        distributed.revert_sync_batchnorm(model, synced)
+        bn_statistics = finish_bn_statistics(
+            cfg, model, train_ds, val_ds, metrics, device=device, ranks=ranks
+        )
+        ranks.agree(None)  # every rank finished: only now is the artifact written
+        out_dir = artifact_dir(cfg)  # with a repository, the other ranks give back the model's directory
+        if ranks.is_main:
+            out_dir = export_artifact(
+                *(cfg, model, layers, train_ds, val_ds, metrics),
+                device=device,
+                bn_statistics=bn_statistics,
+                history=recorder.history(),
+            )
+        ranks.agree(None)  # rank 0 wrote it: the others may now exit 0
+        return out_dir
+
+
+def prepare(cfg: TrainConfig, ranks: Ranks) -> tuple[Dataset, Dataset, nn.Sequential, list[LayerSpec]]:
+    """Gives back the train and validation splits and the fresh model: the same on every rank."""
+    distributed.check_batch_size(cfg.batch_size, ranks)
+    train_ds, val_ds = split_dataset(load_data(cfg), val_fraction=cfg.val_fraction, seed=cfg.seed)
     model, layers = build_model(cfg, train_ds)
-    recorder = HistoryRecorder(
-        task=train_ds.task, steps_per_epoch=steps_per_epoch(len(train_ds), cfg.batch_size)
-    )
-    metrics = fit(model, train_ds, val_ds, cfg, device=device, on_epoch=recorder)
-    return export_artifact(
-        cfg, model, layers, train_ds, val_ds, metrics, device=device, history=recorder.history()
-    )
+    return train_ds, val_ds, model, layers
 
 
 def model_kind(cfg: TrainConfig, data: Dataset) -> str:
@@ -128,6 +159,7 @@ def export_artifact(
     metrics: dict[str, float],
     *,
     device: str | torch.device,
+    bn_statistics: BNStatistics | None = None,
     history: TrainingHistory | None = None,
 ) -> Path:
     """Gives back the artifact directory (``cfg.out_dir``, default ``artifacts/<name>``, or with
@@ -135,11 +167,8 @@ def export_artifact(
 
     ``history`` goes in as ``history.json``, and with ``cfg.report`` the report and its PNGs too.
     """
+    out_dir = artifact_dir(cfg)
     name = cfg.name or cfg.source_name
-    if cfg.repository is not None:
-        out_dir = Path(cfg.repository) / name
-    else:
-        out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else Path("artifacts") / cfg.source_name
     record = training_record(cfg, train, val, device=device, out_dir=out_dir, name=name)
     files = {} if history is None else {HISTORY_FILE: history.to_json()}
     if cfg.report and history is not None:
@@ -168,11 +197,20 @@ def export_artifact(
         target_name=train.target_name,
         training=record,
         metrics=metrics,
+        bn_statistics=bn_statistics,
         files=files,
     )
     if cfg.repository is not None:
         return publish_version(cfg.repository, name, save)
     return save(out_dir)
+
+
+def artifact_dir(cfg: TrainConfig) -> Path:
+    """Gives back where the artifact goes: ``cfg.out_dir`` (default ``artifacts/<name>``), or with
+    ``cfg.repository`` the model's directory there (the version number is taken when it is written)."""
+    if cfg.repository is not None:
+        return Path(cfg.repository) / (cfg.name or cfg.source_name)
+    return Path(cfg.out_dir) if cfg.out_dir is not None else Path("artifacts") / cfg.source_name
 
 
 def training_record(
