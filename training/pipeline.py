@@ -21,8 +21,8 @@ from torch import nn
 from models import CNNConfig, LayerSpec, MLPConfig, build_network, cnn_layers, mlp_layers, save_artifact
 from models.history import HISTORY_FILE, TrainingHistory
 from models.layers import Rescale, Standardize
-from models.repository import publish_version
 from models.manifest import BNStatistics
+from models.repository import publish_version
 from training import distributed
 from training.config import TrainConfig
 from training.data import Dataset, load_data, split_dataset
