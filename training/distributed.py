@@ -159,6 +159,8 @@ def launch_rank() -> int:
 def reports(error: BaseException) -> bool:
     """True when this process should print ``error``: rank 0 reports every rank's failure, and a rank that
     failed on its own mid-training reports it too (rank 0 may not be there to); the others stay quiet."""
+    if getattr(error, "reported", False):  # printed already, before the other ranks were let go
+        return False
     return launch_rank() == 0 or getattr(error, "failed_here", False)
 
 
@@ -243,8 +245,9 @@ class Watchdog:
                     flush=True,
                 )
             _count_done(store)
-            if _hosts_store(self.ranks):  # the failed rank is still waiting on it: let it go first
-                _wait_for(lambda: store.check([RELEASED_KEY]), FAILURE_GRACE_S)
+            # Exit only once the failed rank has printed its message and let go: torchrun ends every rank as
+            # soon as one exits, and the store may live in the failed rank's process.
+            _wait_for(lambda: store.check([RELEASED_KEY]), FAILURE_GRACE_S)
             os._exit(1)  # nothing is half-written: only rank 0 writes, atomically, after every rank finished
 
 
@@ -267,17 +270,20 @@ def _stop(ranks: Ranks, error: Exception) -> Exception:
         return RankFailedError(int(rank), ranks.world_size, message)
     if not isinstance(error, TrainingError):
         traceback.print_exc()  # an unexpected error: keep its traceback on the rank where it happened
-    # Wait for the others to read the message: the store may live in this process (rank 0 without
-    # torchrun), and torchrun ends the other ranks as soon as this one exits.
-    _wait_for(lambda: _count_done(store, 0) >= ranks.world_size - 1, FAILURE_GRACE_S)
-    with contextlib.suppress(RuntimeError):
-        store.set(RELEASED_KEY, "1")
     own: TrainingError
     if isinstance(error, TrainingError):
         own = type(error)(f"{ranks.name()}: {error}")
     else:
         own = RankFailedError(ranks.rank, ranks.world_size, describe(error))
     own.failed_here = True  # type: ignore[attr-defined]
+    # Print before letting the others go: once one of them exits, torchrun ends this rank too.
+    print(f"python -m training: error: {own}", file=sys.stderr, flush=True)
+    own.reported = True  # type: ignore[attr-defined]
+    # Wait for the others to read the message: the store may live in this process (rank 0 without
+    # torchrun), and torchrun ends the other ranks as soon as this one exits.
+    _wait_for(lambda: _count_done(store, 0) >= ranks.world_size - 1, FAILURE_GRACE_S)
+    with contextlib.suppress(RuntimeError):
+        store.set(RELEASED_KEY, "1")
     return own
 
 
