@@ -3,6 +3,7 @@
 reference = Reference.from_artifact(load_artifact(path), rows)
 problem = check_answer(orjson.loads(body), reference.expected[i : i + 1], reference.class_labels)
 assert problem is None, problem
+problem = check_oip_answer(decoded_oip_body, reference.expected[i : i + 1], reference.class_labels)
 """
 
 from __future__ import annotations
@@ -86,4 +87,51 @@ def check_answer(answer: Any, expected: np.ndarray, class_labels: list[str] | No
         diff = float(np.max(np.abs(got - want)))
         if not diff <= TOLERANCE:
             return f"row {i}: expected {want.tolist()}, got {got.tolist()} (max abs diff {diff:.3g} > {TOLERANCE})"
+    return None
+
+
+def oip_json_body(rows: np.ndarray) -> bytes:
+    """Gives back an Open Inference Protocol request for ``rows`` with JSON data (numbers as in
+    ``request_body``), asking for the default outputs."""
+    data = ", ".join(f"{v:.9g}" for v in rows.ravel())
+    return (
+        f'{{"inputs": [{{"name": "input", "shape": [{rows.shape[0]}, {rows.shape[1]}], "datatype": "FP32", '
+        f'"data": [{data}]}}]}}'
+    ).encode()
+
+
+def oip_binary_body(rows: np.ndarray, outputs: list[str]) -> tuple[bytes, dict[str, str]]:
+    """Gives back an Open Inference Protocol request for ``rows`` as a binary tensor, asking for ``outputs``
+    as binary tensors, and the header it needs (``Inference-Header-Content-Length``)."""
+    header = (
+        f'{{"inputs": [{{"name": "input", "shape": [{rows.shape[0]}, {rows.shape[1]}], "datatype": "FP32", '
+        f'"parameters": {{"binary_data_size": {rows.nbytes}}}}}], "outputs": ['
+        + ", ".join(f'{{"name": "{name}", "parameters": {{"binary_data": true}}}}' for name in outputs)
+        + "]}"
+    ).encode()
+    return header + rows.astype("<f4").tobytes(), {"Inference-Header-Content-Length": str(len(header))}
+
+
+def check_oip_answer(answer: Any, expected: np.ndarray, class_labels: list[str] | None) -> str | None:
+    """Gives back None when ``answer`` (a decoded inference response, binary outputs' ``data`` filled in) holds
+    ``probabilities`` (and ``label``, if any) or ``value`` matching ``expected`` (B, K), else what differs."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("outputs"), list):
+        return f"expected an inference response with 'outputs', got {str(answer)[:120]!r}"
+    outputs = {o.get("name"): o for o in answer["outputs"] if isinstance(o, dict)}
+    name = "value" if class_labels is None else "probabilities"
+    if name not in outputs:
+        return f"expected output {name!r}, got {sorted(map(str, outputs))}"
+    got = np.asarray(outputs[name].get("data"), dtype=np.float64)
+    if got.size != expected.size or list(outputs[name].get("shape", [])) != list(expected.shape):
+        return f"expected {name} of shape {list(expected.shape)}, got {outputs[name].get('shape')} ({got.size} values)"
+    diff = np.abs(got.reshape(expected.shape) - expected)
+    if not diff.max() <= TOLERANCE:  # NaN fails too
+        i = int(np.nanargmax(diff.max(axis=1))) if not np.isnan(diff).all() else 0
+        return f"row {i}: expected {expected[i].tolist()}, got {got.reshape(expected.shape)[i].tolist()} ({name})"
+    if class_labels is not None and "label" in outputs:
+        labels = list(outputs["label"].get("data", []))
+        for i, want in enumerate(expected):
+            label = class_labels[int(np.argmax(want))]
+            if i >= len(labels) or (labels[i] != label and np.sort(want)[-1] - np.sort(want)[-2] > TOLERANCE):
+                return f"row {i}: expected label {label!r}, got {labels[i] if i < len(labels) else 'none'!r}"
     return None

@@ -28,6 +28,10 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
 if os.getenv("BENCH_ACCEPT") ~= "" then wrk.headers["Accept"] = os.getenv("BENCH_ACCEPT") end
+for line in string.gmatch(os.getenv("BENCH_HEADERS") or "", "[^\n]+") do
+  local name, value = line:match("^([^:]+):%s*(.*)$")
+  wrk.headers[name] = value
+end
 
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
@@ -76,6 +80,7 @@ class Item:
 
     body: bytes
     expected: np.ndarray | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Checker = Callable[[object, np.ndarray], "str | None"]
@@ -94,6 +99,7 @@ async def drive_wrk(
     cpus: Sequence[int] | None = None,
     content_type: str = "application/json",
     accept: str = "",
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
     """Gives back what wrk measured for ``seconds`` of POSTs of ``body`` from ``concurrency`` connections."""
     with tempfile.TemporaryDirectory(prefix="bnserve-bench-") as tmp:
@@ -120,6 +126,7 @@ async def drive_wrk(
                 "BENCH_BODY": str(body_file),
                 "BENCH_CONTENT_TYPE": content_type,
                 "BENCH_ACCEPT": accept,
+                "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in (headers or {}).items()),
             },
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -152,25 +159,27 @@ async def drive(
     stop: asyncio.Event | None = None,
     content_type: str = "application/json",
     accept: str = "",
+    path: str = "/predict",
 ) -> LoadResult:
     """Gives back the load result of ``concurrency`` keep-alive connections cycling through ``items``.
 
     Runs for ``seconds``, for ``total`` requests, or until ``stop`` is set; every answer whose item has
     an ``expected`` is passed to ``check``, decoded: a JSON answer as JSON, a bulk answer
-    (``Accept: application/octet-stream``) as the float32 array it holds. ``pause`` sleeps between a
-    connection's requests (a trickle).
+    (``Accept: application/octet-stream``) as the float32 array it holds, an Open Inference Protocol answer
+    with binary tensors as ``decode_answer`` says. ``pause`` sleeps between a connection's requests (a
+    trickle). An item's ``headers`` are sent with it (``Inference-Header-Content-Length``).
     """
-    path = "/predict"
     accept_line = f"Accept: {accept}\r\n" if accept else ""
     requests = [
         (
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n{accept_line}"
-            f"Content-Length: {len(item.body)}\r\n\r\n".encode()
-            + item.body,
-            item.expected,
-        )
+            + "".join(f"{k}: {v}\r\n" for k, v in item.headers.items())
+            + f"Content-Length: {len(item.body)}\r\n\r\n"
+        ).encode()
+        + item.body
         for item in items
     ]
+    expectations = [item.expected for item in items]
     order = itertools.cycle(range(len(requests)))
     latencies: list[float] = []
     problems: list[str] = []
@@ -192,17 +201,18 @@ async def drive(
         reader, writer = await asyncio.open_connection(host, port)
         try:
             while more():
-                request, expected = requests[next(order)]
+                i = next(order)
+                request, expected = requests[i], expectations[i]
                 t0 = time.perf_counter()
                 writer.write(request)
-                status, body, shape = await _read_response(reader)
+                status, body, headers = await _read_response(reader)
                 latencies.append(time.perf_counter() - t0)
                 if status != 200:
                     failures += 1
                     if len(problems) < 5:
                         problems.append(f"HTTP {status}: {body[:200]!r}")
                 elif expected is not None and check is not None:
-                    problem = check(decode_answer(body, shape), expected)
+                    problem = check(decode_answer(body, headers), expected)
                     if problem is not None and len(problems) < 5:
                         problems.append(problem)
                     failures += problem is not None
@@ -227,26 +237,47 @@ async def drive(
     )
 
 
-def decode_answer(body: bytes, shape: bytes | None) -> object:
-    """Gives back a /predict answer decoded: the bulk answer (its ``x-bnserve-shape`` given) as a float32
-    array of that shape, any other as JSON."""
-    if shape is None:
+def decode_answer(body: bytes, headers: dict[bytes, bytes]) -> object:
+    """Gives back an answer decoded: the /predict bulk answer (its ``x-bnserve-shape`` given) as a float32
+    array of that shape; an Open Inference Protocol answer with binary tensors (its
+    ``inference-header-content-length`` given) as its JSON with each binary output's ``data`` filled in (FP32
+    as a float32 array, BYTES as a list of strings); any other as JSON."""
+    if (shape := headers.get(b"x-bnserve-shape")) is not None:
+        rows, k = (int(n) for n in shape.split(b","))
+        return np.frombuffer(body, dtype="<f4").reshape(rows, k)
+    if (length := headers.get(b"inference-header-content-length")) is None:
         return orjson.loads(body)
-    rows, k = (int(n) for n in shape.split(b","))
-    return np.frombuffer(body, dtype="<f4").reshape(rows, k)
+    n = int(length)
+    answer = orjson.loads(body[:n])
+    offset = n
+    for output in answer.get("outputs", []):
+        size = output.get("parameters", {}).get("binary_data_size")
+        if size is None:
+            continue
+        raw = body[offset : offset + size]
+        offset += size
+        output["data"] = _bytes_elements(raw) if output["datatype"] == "BYTES" else np.frombuffer(raw, "<f4")
+    return answer
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bytes | None]:
-    """Gives back the status, the body and the ``x-bnserve-shape`` header (None: a JSON answer)."""
+def _bytes_elements(raw: bytes) -> list[str]:
+    """Gives back the elements of a binary BYTES tensor: each a 4-byte little-endian length, then its bytes."""
+    out, i = [], 0
+    while i < len(raw):
+        n = int.from_bytes(raw[i : i + 4], "little")
+        out.append(raw[i + 4 : i + 4 + n].decode())
+        i += 4 + n
+    return out
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, dict[bytes, bytes]]:
+    """Gives back the status, the body and the headers (names in lower case)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split(b" ", 2)[1])
-    length, shape = 0, None
+    headers = {}
     for line in lines[1:]:
         name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"x-bnserve-shape":
-            shape = value.strip()
-    return status, await reader.readexactly(length), shape
+        if name:
+            headers[name.strip().lower()] = value.strip()
+    return status, await reader.readexactly(int(headers.get(b"content-length", 0))), headers

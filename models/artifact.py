@@ -145,7 +145,7 @@ def save_artifact(
         MANIFEST_FILE: manifest_bytes,
         MANIFEST_CHECKSUM_FILE: f"{sha256_hex(manifest_bytes)}  {MANIFEST_FILE}\n".encode(),
     }
-    _write_dir_atomically(out_dir, contents)
+    write_dir_atomically(out_dir, contents)
     return out_dir
 
 
@@ -194,13 +194,16 @@ def batchnorm_info(m: Manifest, tensors: dict[str, torch.Tensor]) -> list[BatchN
     ]
 
 
-def _write_dir_atomically(out_dir: Path, files: dict[str, bytes]) -> None:
+def write_dir_atomically(out_dir: Path, files: dict[str, bytes]) -> None:
+    """Replaces ``out_dir`` with a directory holding ``files`` (relative path -> bytes; ``a/b`` makes ``a``)
+    in one rename: a reader sees the old directory or the complete new one, never a part."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     old = None
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a server running as another user must read it
         for fname, data in files.items():
+            (tmp / fname).parent.mkdir(parents=True, exist_ok=True)
             with open(tmp / fname, "wb") as f:
                 f.write(data)
                 f.flush()

@@ -10,6 +10,7 @@ Every error names the file it is about and says what was expected and what was f
      ├── TensorMismatchError       a tensor is missing, extra, or has the wrong shape or dtype
      ├── NonFiniteError            a tensor holds NaN or +-inf
      ├── CanaryMismatchError       the rebuilt network does not reproduce the outputs recorded at export
+     ├── ExportError               an export for another runtime (ONNX, Triton) failed or did not verify
      └── RepositoryNameError       a model or version name that cannot name a repository directory (ValueError)
 """
 
@@ -51,6 +52,10 @@ class NonFiniteError(ArtifactError):
 
 
 class CanaryMismatchError(ArtifactError):
+    pass
+
+
+class ExportError(ArtifactError):
     pass
 
 

@@ -30,6 +30,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repository", help="model repository DIR/<model>/<version>/ instead of --model (BNSERVE_REPOSITORY)"
     )
+    parser.add_argument(
+        "--model-name", help="name served under /v2/models/NAME (BNSERVE_MODEL_NAME; default: the manifest's)"
+    )
     parser.add_argument("--host", help="address to bind (BNSERVE_HOST)")
     parser.add_argument("--port", type=int, help="port (BNSERVE_PORT)")
     parser.add_argument("--workers", type=int, help="worker processes (BNSERVE_WORKERS)")

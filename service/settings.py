@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     read_token: SecretStr | None = Field(
         None, description="bearer token for inference and read-only endpoints too; unset: they are open"
     )
+    model_name: str | None = Field(
+        None,
+        min_length=1,
+        pattern=r"^[^/]+$",
+        description="the name /v2/models/NAME serves the model under (Open Inference Protocol); unset: the "
+        "artifact's manifest name. KServe's runtime sets it to the InferenceService's name",
+    )
     host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 in containers)")
     port: int = Field(8000, ge=0, le=65535, description="port to bind")
     workers: int = Field(1, ge=1, description="uvicorn worker processes")

@@ -20,7 +20,7 @@ from service.errors import ServiceError
 from service.http.asgi import BNServe
 from service.http.auth import VIEW_ERRORS, ReadersOnly
 from service.http.errors import install_error_handlers
-from service.http.routes import bn_stats, drift, health, history, metadata, predict, repository, ui
+from service.http.routes import bn_stats, drift, health, history, metadata, oip, predict, repository, ui
 from service.http.routes import metrics as metrics_route
 from service.http.routes.metrics import drift_monitors
 from service.inference.predictor import Predictor
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry: ModelRegistry[Predictor] = ModelRegistry(
         RepositorySource(settings.repository)
         if settings.repository is not None
-        else SingleArtifactSource(settings.model_dir),
+        else SingleArtifactSource(settings.model_dir, name=settings.model_name),
         load=VersionLoader(settings, monitor=drift_monitor_for(settings), metrics=metrics),
         default_model=settings.default_model,
         overrides=SharedOverrides(state_dir) if state_dir is not None else None,
@@ -109,10 +109,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.predictor = None
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.router.routes.append(predict.route)  # its OpenAPI description: BNServe.openapi
+    app.router.routes.extend([predict.route, *oip.routes])  # their OpenAPI description: BNServe.openapi
     app.include_router(health.router)
     app.include_router(ui.router)  # the page: its script reads the JSON views, which check the read token
     app.include_router(repository.admin)
+    app.include_router(oip.router)  # its probes stay open; its other routes check the read token themselves
     readers = (
         bn_stats.router,
         metadata.router,

@@ -1,7 +1,8 @@
-"""The ASGI entry: every HTTP request is timed and counted here, and POST /predict goes straight to its handler.
+"""The ASGI entry: every HTTP request is timed and counted here, and the hot routes go straight to their handlers.
 
-The hot route skips FastAPI's middleware stack and router (several ASGI layers, a large share of a one-row
-request's CPU); every other request, lifespan included, takes the ordinary path. This is the one place that
+The hot routes (POST /predict and the Open Inference Protocol's POST /v2/models/.../infer) skip FastAPI's
+middleware stack and router (several ASGI layers, a large share of a one-row request's CPU); every other
+request, lifespan included, takes the ordinary path. This is the one place that
 records request metrics, for both.
 """
 
@@ -10,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
 from service.http.errors import error_response
-from service.http.routes import predict
+from service.http.routes import oip, predict
 
 log = logging.getLogger("bnserve")
 
@@ -24,7 +26,8 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 class BNServe(FastAPI):
-    """FastAPI, with ``POST /predict`` dispatched straight to ``predict.predict`` and request metrics kept.
+    """FastAPI, with the hot routes dispatched straight to their handlers (``_hot_route``) and request metrics
+    kept.
 
     ``app.state.metrics`` (service/monitoring/metrics.py) gets every HTTP request by route template
     ("unmatched" for a path no route has), method and status, timed until the response is sent.
@@ -35,16 +38,18 @@ class BNServe(FastAPI):
             await super().__call__(scope, receive, send)
             return
         start, status = time.perf_counter(), 500  # 500: what the client gets when nothing was sent
-        if scope["method"] == "POST" and scope["path"] == predict.PATH:
+        hot = _hot_route(scope)
+        if hot is not None:
+            handler, route = hot
             scope["app"] = self
             try:
-                status = await predict.predict(scope, receive, send)
+                status = await handler(scope, receive, send)
             except Exception:
-                log.exception("unhandled error on POST %s", predict.PATH)
+                log.exception("unhandled error on POST %s", route)
                 with contextlib.suppress(Exception):  # the response may have started, or the client gone
                     await error_response(500, "internal error")(scope, receive, send)
             finally:
-                self.state.metrics.observe_request(predict.PATH, "POST", status, time.perf_counter() - start)
+                self.state.metrics.observe_request(route, "POST", status, time.perf_counter() - start)
             return
 
         async def send_and_note_status(message: Message) -> None:
@@ -62,8 +67,9 @@ class BNServe(FastAPI):
             self.state.metrics.observe_request(route, method, status, time.perf_counter() - start)
 
     def openapi(self) -> dict[str, Any]:
-        """Gives back FastAPI's schema of the routes, with POST /predict as ``predict.Predict`` describes it:
-        for the loaded model once it is ready (kept from then on), generic before."""
+        """Gives back FastAPI's schema of the routes, with the hot routes as ``predict.Predict`` and
+        ``oip.Infer`` describe them: /predict for the loaded model once it is ready (kept from then on),
+        generic before."""
         if self.openapi_schema is None:
             schema = super().openapi()
             self.openapi_schema = None  # super() keeps its own; this one is kept only once the model is known
@@ -73,8 +79,25 @@ class BNServe(FastAPI):
             ready = predictor is not None and predictor.ready
             features = predictor.feature_names if ready else None
             path = predict.Predict.openapi(components, feature_names=features, max_rows=settings.max_rows)
-            schema["paths"] = {predict.PATH: path, **schema["paths"]}
+            schema["paths"] = {predict.PATH: path, **oip.Infer.openapi(components), **schema["paths"]}
             if ready:
                 self.openapi_schema = schema
             return schema
         return self.openapi_schema
+
+
+HotHandler = Callable[[Scope, Receive, Send], Awaitable[int]]
+
+
+def _hot_route(scope: Scope) -> tuple[HotHandler, str] | None:
+    """Gives back (handler, route template) of a request for a hot route: POST /predict or an Open Inference
+    Protocol inference; None for any other request, which takes FastAPI's path."""
+    if scope["method"] != "POST":
+        return None
+    path = scope["path"]
+    if path == predict.PATH:
+        return predict.predict, predict.PATH
+    target = oip.infer_target(path)
+    if target is None:
+        return None
+    return oip.infer, oip.INFER_ROUTES[0 if target[1] is None else 1]

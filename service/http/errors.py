@@ -7,12 +7,14 @@ and monitoring code can raise without knowing about HTTP.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from service.errors import ServiceError
 
@@ -24,6 +26,25 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 def error_body(message: str) -> bytes:
     """Gives back the JSON of an error answer."""
     return orjson.dumps({"error": message})
+
+
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, headers of a hot route's answer
+
+
+async def send_answer(answer: Awaitable[Answer], send: Send) -> int:
+    """Sends a hot route's answer, or its ``ServiceError`` rendered as ``{"error": ...}``; gives back the status
+    sent (499: the client left first, nothing sent). Other errors propagate to the caller."""
+    try:
+        status, body, headers = await answer
+    except ServiceError as e:
+        status, body, headers = e.status_code, error_body(e.message), JSON_HEADERS
+        if e.headers:  # WWW-Authenticate with a 401
+            headers = [*headers, *((k.lower().encode(), v.encode()) for k, v in e.headers.items())]
+    if status != 499:
+        headers = [*headers, (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    return status
 
 
 def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -5,6 +5,7 @@ predictor = Predictor(settings, artifact_dir=Path("repo/wine/2"), model="wine", 
 predictor.load()                  # verify, freeze, fold BN, self-test; then ready
 predictor.ready                   # True once loaded; else predictor.error says why
 out = await predictor.predict(rows)   # rows: float32 (B, F) -> probabilities (B, K) or values (B, 1)
+out, logits = await predictor.predict_outputs(rows)   # the same, and a classifier's logits (B, K)
 predictor.answers.encode(out)     # the /predict answer as JSON (service/inference/answers.py)
 
 Its collaborators come in at construction: ``monitor`` builds the drift monitor of the loaded artifact,
@@ -64,6 +65,7 @@ class Predictor:
         self.drift: DriftMonitor | None = None
         self.device = torch.device("cpu")
         self.fold_max_abs_diff: float | None = None
+        self.num_classes: int | None = None  # a classifier's K: its forward gives probabilities then logits
         self.load_seconds: float | None = None
         self._monitor = monitor
         self._on_batch = on_batch
@@ -115,7 +117,9 @@ class Predictor:
             torch_threads=self.settings.torch_threads,
             observed=[name for name, _ in batchnorm_layers(model)],
             observer=drift,
+            keep_logits=m.task == "classification",
         )
+        self.num_classes = m.num_outputs if m.task == "classification" else None
         self.batcher = MicroBatcher(
             self.runtime.forward,
             max_batch_rows=self.settings.max_batch_rows,
@@ -151,11 +155,18 @@ class Predictor:
 
     async def predict(self, rows: np.ndarray) -> np.ndarray:
         """Gives back the batch output for ``rows`` (B, F): class probabilities (B, K) or values (B, 1)."""
+        return (await self.predict_outputs(rows))[0]
+
+    async def predict_outputs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Gives back (probabilities (B, K) or values (B, 1), a classifier's logits (B, K) or None) for
+        ``rows`` (B, F), from the same forward pass as every other request merged with them."""
         self.require_ready()
         assert self.batcher is not None
         if self._on_predict_rows is not None:
             self._on_predict_rows(len(rows))
-        return await self.batcher.submit(rows)
+        out = await self.batcher.submit(rows)
+        k = self.num_classes
+        return (out, None) if k is None else (out[:, :k], out[:, k:])
 
 
 def _max_abs_diff(model: nn.Module, folded: nn.Module, artifact: Artifact, device: torch.device) -> float:

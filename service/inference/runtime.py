@@ -4,6 +4,10 @@
                            observed=bn_names, observer=monitor)
     out = runtime.forward(rows)       # numpy float32 (B, F) -> numpy float32 (B, K)
 
+With ``keep_logits=True`` a classifier's forward gives (B, 2K): the probabilities, then the logits they are the
+softmax of, so that one forward pass answers both /predict and an Open Inference Protocol request that asks for
+the ``logits`` output (the predictor splits them).
+
 A runtime is anything with that ``forward``; the predictor and the micro-batcher need nothing else, so a
 runtime that is not torch's can stand beside this one.
 """
@@ -55,23 +59,28 @@ class TorchRuntime:
         torch_threads: int,
         observed: Collection[str] = (),
         observer: ActivationObserver | None = None,
+        keep_logits: bool = False,
     ) -> None:
         self.device = device
         self.torch_threads = torch_threads
         self.observer = observer
         self._softmax = task == "classification"
+        self._keep_logits = keep_logits and self._softmax
         self._observed = frozenset(observed)
         self._steps = serving_steps(model, self._observed)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Gives back class probabilities (B, K) or regression values (B, 1) for raw rows (B, F)."""
+        """Gives back class probabilities (B, K), with ``keep_logits`` followed by the logits (B, 2K), or
+        regression values (B, 1), for raw rows (B, F)."""
         use_torch_threads(self.torch_threads)
         with torch.inference_mode():
             xt = torch.from_numpy(x)
             if self.device.type != "cpu":
                 xt = xt.to(self.device, non_blocking=True)
             out = self._forward(xt)
-            if self._softmax:
+            if self._keep_logits:
+                out = torch.cat((torch.softmax(out, dim=1), out), dim=1)
+            elif self._softmax:
                 out = torch.softmax(out, dim=1)
             return out.cpu().numpy()
 

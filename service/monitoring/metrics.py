@@ -6,7 +6,7 @@
 
     bnserve_requests_total{route, method, status}   route is the template ("/predict"), never the raw path
     bnserve_request_duration_seconds{route, method} histogram, until the response is sent
-    bnserve_predict_rows{model, version}            histogram: rows per /predict request
+    bnserve_predict_rows{model, version}            histogram: rows per prediction request (/predict, OIP infer)
     bnserve_batch_rows{model, version}              histogram: rows per forward pass (the micro-batch size)
     bnserve_model_info{model, version, artifact_sha256, bn_fingerprint}  1 while serving, 0 once unloaded
     bnserve_drift_score{model, version, layer}      the drift score of each BN layer and of layer="input"
@@ -92,8 +92,9 @@ class Metrics:
             registry=r,
         )
         self.predict_rows = Histogram(
-            "bnserve_predict_rows", "rows per /predict request", VERSION, buckets=ROW_BUCKETS, registry=r
-        )
+            "bnserve_predict_rows", "rows per prediction request (/predict and OIP infer)", VERSION,
+            buckets=ROW_BUCKETS, registry=r,
+        )  # fmt: skip
         self.batch_rows = Histogram(
             "bnserve_batch_rows", "rows per forward pass (micro-batch size)", VERSION, buckets=ROW_BUCKETS,
             registry=r,

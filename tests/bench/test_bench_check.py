@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from bench.check import check_answer, request_body
+from bench.check import check_answer, check_oip_answer, oip_binary_body, oip_json_body, request_body
+from bench.load import decode_answer
 
 LABELS = ["malignant", "benign"]
 EXPECTED = np.array([[0.9, 0.1], [0.25, 0.75]], dtype=np.float32)
@@ -60,3 +61,64 @@ def test_request_bodies_parse_back_to_the_same_float32_rows() -> None:
     rows = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32) * 1000
     parsed = np.array(orjson.loads(request_body(rows))["instances"], dtype=np.float32)
     np.testing.assert_array_equal(parsed, rows)
+
+
+def oip_answer(probabilities: np.ndarray, labels: list[str]) -> dict:
+    return {
+        "outputs": [
+            {
+                "name": "probabilities",
+                "datatype": "FP32",
+                "shape": list(probabilities.shape),
+                "data": probabilities.ravel(),
+            },
+            {"name": "label", "datatype": "BYTES", "shape": [len(probabilities)], "data": labels},
+        ]
+    }
+
+
+def test_the_oip_check_passes_a_close_answer_and_flags_wrong_numbers_labels_and_shapes() -> None:
+    assert check_oip_answer(oip_answer(EXPECTED + 4e-7, ["malignant", "benign"]), EXPECTED, LABELS) is None
+    off = EXPECTED.copy()
+    off[1, 0] += 3e-6
+    assert "row 1" in (check_oip_answer(oip_answer(off, ["malignant", "benign"]), EXPECTED, LABELS) or "")
+    assert "label" in (check_oip_answer(oip_answer(EXPECTED, ["benign", "benign"]), EXPECTED, LABELS) or "")
+    assert "shape" in (check_oip_answer(oip_answer(EXPECTED[:1], ["malignant"]), EXPECTED, LABELS) or "")
+    assert check_oip_answer({"error": "not ready"}, EXPECTED, LABELS) is not None
+
+
+def test_binary_oip_answers_decode_into_arrays_and_strings() -> None:
+    labels = b"".join(len(s).to_bytes(4, "little") + s for s in (b"malignant", b"benign"))
+    header = orjson.dumps(
+        {
+            "outputs": [
+                {
+                    "name": "probabilities",
+                    "datatype": "FP32",
+                    "shape": [2, 2],
+                    "parameters": {"binary_data_size": 16},
+                },
+                {
+                    "name": "label",
+                    "datatype": "BYTES",
+                    "shape": [2],
+                    "parameters": {"binary_data_size": len(labels)},
+                },
+            ]
+        }
+    )
+    body = header + EXPECTED.astype("<f4").tobytes() + labels
+    answer = decode_answer(body, {b"inference-header-content-length": str(len(header)).encode()})
+    assert check_oip_answer(answer, EXPECTED, LABELS) is None
+    assert answer["outputs"][1]["data"] == ["malignant", "benign"]
+
+
+def test_oip_request_bodies_carry_the_same_float32_rows() -> None:
+    rows = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32) * 1000
+    parsed = orjson.loads(oip_json_body(rows))["inputs"][0]
+    assert parsed["shape"] == [3, 4]
+    np.testing.assert_array_equal(np.array(parsed["data"], dtype=np.float32).reshape(3, 4), rows)
+    body, headers = oip_binary_body(rows, ["probabilities"])
+    n = int(headers["Inference-Header-Content-Length"])
+    assert orjson.loads(body[:n])["inputs"][0]["parameters"]["binary_data_size"] == rows.nbytes
+    np.testing.assert_array_equal(np.frombuffer(body[n:], dtype="<f4").reshape(3, 4), rows)

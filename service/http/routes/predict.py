@@ -21,9 +21,9 @@ from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from models.repository import MODEL_NAME_PATTERN, VERSION_PATTERN
-from service.errors import PayloadTooLarge, ServiceError, UnsupportedMediaType
+from service.errors import PayloadTooLarge, UnsupportedMediaType
 from service.http.auth import check_reader
-from service.http.errors import JSON_HEADERS, error_body
+from service.http.errors import JSON_HEADERS, send_answer
 from service.http.schemas import ERROR_DESCRIPTIONS, ErrorResponse, PredictRequest, PredictResponse
 from service.inference.answers import FLOAT32_MEDIA_TYPE, Headers
 from service.inference.inputs import parse_float32_rows, parse_instances
@@ -46,17 +46,7 @@ class Predict:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
         """Answers one POST /predict, bad input included; gives back the status it sent (499: the client
         left first, nothing sent). Unexpected errors propagate to the caller."""
-        try:
-            status, body, headers = await _answer(scope, receive)
-        except ServiceError as e:
-            status, body, headers = e.status_code, error_body(e.message), JSON_HEADERS
-            if e.headers:
-                headers = [*headers, *((k.lower().encode(), v.encode()) for k, v in e.headers.items())]
-        if status != 499:
-            headers = [*headers, (b"content-length", b"%d" % len(body))]
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-        return status
+        return await send_answer(_answer(scope, receive), send)
 
     @staticmethod
     def openapi(

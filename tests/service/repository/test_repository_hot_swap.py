@@ -190,3 +190,48 @@ def test_with_two_workers_a_rollback_and_an_unload_reach_both_and_any_index_says
         assert versions_answering() == {"503"}
         assert http.post("/v2/repository/models/bc/load").status_code == 200
         assert versions_answering() == {"2"}
+
+
+def test_the_real_tritonclient_drives_the_repository_and_infers_each_version(
+    repository: Path, server: tuple[str, int]
+) -> None:
+    import numpy as np
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    url, port = server
+    rows = Versions.of(repository / "bc", [1]).rows[:3]
+    admin_headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        index = client.get_model_repository_index(headers=admin_headers)
+        assert {(e["name"], e["version"], e["state"]) for e in index} == {
+            ("bc", "1", "UNAVAILABLE"),
+            ("bc", "2", "READY"),
+        }
+        with pytest.raises(InferenceServerException, match="Authorization"):
+            client.unload_model("bc")
+        with pytest.raises(InferenceServerException, match="config"):
+            client.load_model("bc", headers=admin_headers, config='{"max_batch_size": 8}')
+
+        client.unload_model("bc", headers=admin_headers)
+        assert not client.is_model_ready("bc")
+        client.load_model("bc", headers=admin_headers)
+        assert client.is_model_ready("bc") and client.is_model_ready("bc", "2")
+
+        tensor = triton.InferInput("input", list(rows.shape), "FP32")
+        tensor.set_data_from_numpy(rows)
+        answer = client.infer("bc", [tensor], model_version="2")
+        assert answer.get_response()["model_version"] == "2"
+        with httpx.Client(base_url=url) as http:
+            expected = http.post(
+                "/predict", params={"version": "2"}, json={"instances": rows.tolist()}
+            ).json()
+        probabilities = answer.as_numpy("probabilities")
+        labels = list(expected["predictions"][0]["probabilities"])
+        want = np.array([[p["probabilities"][k] for k in labels] for p in expected["predictions"]])
+        np.testing.assert_allclose(probabilities, want, atol=1e-6)
+        with pytest.raises(InferenceServerException, match="UNAVAILABLE"):
+            client.infer("bc", [tensor], model_version="1")
+    finally:
+        client.close()

@@ -368,3 +368,27 @@ def test_a_malformed_load_body_is_a_400_saying_what_was_expected(client: TestCli
 
     assert answer.status_code == 400 and "parameters" in answer.json()["error"]
     assert predict(client).json()["version"] == "2"
+
+
+def test_oip_paths_route_by_model_and_version(repo: Path) -> None:
+    (repo / "bc" / "config.json").write_text('{"version_policy": {"all": {}}}')
+    with serve(repo) as client:
+        body = {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": row(client)}]}
+        by_version = {
+            v: client.post(f"/v2/models/bc/versions/{v}/infer", json=body).json() for v in ("1", "2")
+        }
+        newest = client.post("/v2/models/bc/infer", json=body).json()
+        metadata = client.get("/v2/models/bc").json()
+        iris = client.get("/v2/models/iris").json()
+        bad = client.post("/v2/models/%2E%2E/infer", json=body)
+        bad_version = client.post("/v2/models/bc/versions/01/infer", json=body)
+        missing = client.get("/v2/models/bc/versions/7/ready")
+
+    assert [by_version[v]["model_version"] for v in ("1", "2")] == ["1", "2"]
+    probabilities = [
+        next(o for o in by_version[v]["outputs"] if o["name"] == "probabilities") for v in ("1", "2")
+    ]
+    assert probabilities[0]["data"] != probabilities[1]["data"]  # two trainings, two answers
+    assert newest["model_version"] == "2"
+    assert metadata["versions"] == ["1", "2"] and iris["versions"] == ["1"]
+    assert bad.status_code == 400 and bad_version.status_code == 400 and missing.status_code == 404
