@@ -25,14 +25,15 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from starlette.datastructures import State
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from models import __version__
+from models.repository import MODEL_NAME_PATTERN, VERSION_PATTERN
 from models.signature import Signature, signature
 from service.errors import BadRequest, NotReady, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from service.http.auth import ReadersOnly, check_reader
@@ -75,6 +76,9 @@ INFER_ROUTES = (f"{MODELS}{{model}}{INFER}", f"{MODELS}{{model}}/versions/{{vers
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 404, 503)}
 
 router = APIRouter(tags=["open inference protocol"])
+# The patterns are documented, not enforced here: the registry refuses a bad name with a 400 saying why.
+ModelPath = Annotated[str, Path(json_schema_extra={"pattern": MODEL_NAME_PATTERN})]
+VersionPath = Annotated[str, Path(json_schema_extra={"pattern": VERSION_PATTERN})]
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,10 @@ def server_ready(request: Request) -> ServerReady:
     summary="Model metadata",
     dependencies=[ReadersOnly],
 )
+def model_metadata(request: Request, model: ModelPath) -> ModelMetadata:
+    return _metadata(request, model, None)
+
+
 @router.get(
     "/v2/models/{model}/versions/{version}",
     response_model=ModelMetadata,
@@ -162,7 +170,11 @@ def server_ready(request: Request) -> ServerReady:
     summary="Model metadata of one version",
     dependencies=[ReadersOnly],
 )
-def model_metadata(request: Request, model: str, version: str | None = None) -> ModelMetadata:
+def model_version_metadata(request: Request, model: ModelPath, version: VersionPath) -> ModelMetadata:
+    return _metadata(request, model, version)
+
+
+def _metadata(request: Request, model: str, version: str | None) -> ModelMetadata:
     registry: ModelRegistry[Predictor] = request.app.state.registry
     with served_model(request.app.state, model, version) as served:
         return ModelMetadata(
@@ -180,6 +192,11 @@ def model_metadata(request: Request, model: str, version: str | None = None) -> 
     summary="Model ready",
     dependencies=[ReadersOnly],
 )
+def model_ready(request: Request, model: ModelPath) -> ModelReady:
+    with served_model(request.app.state, model, None) as served:
+        return ModelReady(name=served.name, ready=True)
+
+
 @router.get(
     "/v2/models/{model}/versions/{version}/ready",
     response_model=ModelReady,
@@ -187,7 +204,7 @@ def model_metadata(request: Request, model: str, version: str | None = None) -> 
     summary="Model version ready",
     dependencies=[ReadersOnly],
 )
-def model_ready(request: Request, model: str, version: str | None = None) -> ModelReady:
+def model_version_ready(request: Request, model: ModelPath, version: VersionPath) -> ModelReady:
     with served_model(request.app.state, model, version) as served:
         return ModelReady(name=served.name, ready=True)
 
@@ -247,8 +264,18 @@ class Infer:
                 "503": {"description": "the model is not ready", **error},
             },
         }
-        model = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
-        version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+        model = {
+            "name": "model",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": MODEL_NAME_PATTERN},
+        }
+        version = {
+            "name": "version",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": VERSION_PATTERN},
+        }
         return {
             INFER_ROUTES[0]: {"post": {**operation, "operationId": "infer", "parameters": [model]}},
             INFER_ROUTES[1]: {
