@@ -336,3 +336,32 @@ def test_a_specific_policy_never_falls_back_to_versions_it_does_not_name(
     assert registry.serving_versions("wine") == []
     with pytest.raises(NotReady, match="canary mismatch"):
         registry.lease("wine")
+
+
+def test_a_single_artifact_is_reloaded_in_place_when_its_files_change_and_kept_when_the_new_ones_fail(
+    tmp_path: Path, loader: FakeLoader
+) -> None:
+    import os
+
+    from service.inference.repository import SingleArtifactSource
+
+    artifact = tmp_path / "wine"
+    artifact.mkdir()
+    (artifact / "weights.txt").write_text("w1")
+    registry: ModelRegistry[FakeVersion] = ModelRegistry(SingleArtifactSource(artifact), load=loader)
+    try:
+        registry.refresh().result()
+        assert answer(registry) == "wine/1=w1"
+
+        (artifact / "weights.txt").write_text("w2-longer")
+        registry.refresh().result()
+        assert answer(registry) == "wine/1=w2-longer"
+
+        (artifact / "bad").write_text("canary mismatch")
+        os.utime(artifact / "weights.txt", ns=(1, 1))
+        registry.refresh().result()
+        assert answer(registry) == "wine/1=w2-longer"
+        (status,) = registry.index()
+        assert status.state == "READY" and "canary mismatch" in status.reason
+    finally:
+        registry.close()
