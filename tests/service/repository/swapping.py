@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from bench.check import Reference, check_answer, request_body, sample_rows
+from bench.load import _read_response as read_response  # the one HTTP/1.1 response reader
 from models import load_artifact
 
 ADMIN_TOKEN = "s3cret-admin-token"
@@ -80,7 +81,7 @@ async def drive_until(port: int, versions: Versions, stop: asyncio.Event, *, con
                     return
                 request, a, b = requests[k % len(requests)]
                 writer.write(request)
-                status, headers, body = await _read_response(reader)
+                status, body, headers = await read_response(reader)
                 if status != 200:
                     load.failures.append(f"HTTP {status}: {body[:300]!r}")
                     continue
@@ -111,17 +112,6 @@ def _check(load: Load, versions: Versions, headers: dict[bytes, bytes], body: by
     problem = check_answer(answer, reference.expected[a:b], reference.class_labels)
     if problem is not None:
         load.wrong.append(f"version {version}: {problem}")
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes], bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers, await reader.readexactly(int(headers.get(b"content-length", b"0")))
 
 
 # ------------------------------------------------------------------------------------------ tampering
