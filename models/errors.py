@@ -11,7 +11,8 @@ Every error names the file it is about and says what was expected and what was f
      ├── NonFiniteError            a tensor holds NaN or +-inf
      ├── CanaryMismatchError       the rebuilt network does not reproduce the outputs recorded at export
      ├── UnsupportedLayerError     the lean (numpy) runtime does not compute one of the layers
-     └── ExportError               an export for another runtime (ONNX, Triton) failed or did not verify
+     ├── ExportError               an export for another runtime (ONNX, Triton) failed or did not verify
+     └── RepositoryNameError       a model or version name that cannot name a repository directory (ValueError)
 """
 
 from __future__ import annotations
@@ -60,4 +61,8 @@ class UnsupportedLayerError(ArtifactError):
 
 
 class ExportError(ArtifactError):
+    pass
+
+
+class RepositoryNameError(ArtifactError, ValueError):
     pass

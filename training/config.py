@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from models.errors import RepositoryNameError
 from models.mlp import ACTIVATIONS, BNPosition
+from models.repository import check_model_name
 from training.errors import ConfigError
 
 DATASETS = ("breast_cancer", "wine", "iris", "digits", "diabetes")  # scikit-learn ships these: no network
@@ -55,6 +57,7 @@ class TrainConfig:
     threads: int = 1
     # export
     out_dir: str | None = None  # default: artifacts/<dataset or CSV file stem>
+    repository: str | None = None  # instead of out_dir: the next version of <repository>/<name>/
     name: str | None = None  # default: the dataset name or CSV file stem
     num_canaries: int = 4  # raw validation rows stored with their outputs to verify the artifact on load
     report: bool = False  # also store report.html and its PNGs (curves, BN statistics) in the artifact
@@ -92,6 +95,12 @@ class TrainConfig:
         _check(0 < self.val_fraction < 1, "val_fraction must be in (0, 1)", self.val_fraction)
         _check(self.threads >= 0, "threads must be non-negative (0: PyTorch's default)", self.threads)
         _check(self.num_canaries >= 1, "num_canaries must be at least 1", self.num_canaries)
+        if self.repository is not None:
+            _check(self.out_dir is None, "give out_dir or repository, not both", self.out_dir)
+            try:
+                check_model_name(self.name or self.source_name)
+            except RepositoryNameError as e:
+                raise ConfigError(str(e)) from None
         if self.target is not None and self.csv is None:
             raise ConfigError(f"target {self.target!r} only applies to a CSV file: give csv as well")
 

@@ -10,6 +10,7 @@ makes. Its answers equal the torch runtime's within 1e-5 (tests/service/inferenc
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -52,14 +53,14 @@ class LeanRuntime:
         return softmax(out) if self._softmax else out
 
 
-def load_lean(settings: Settings, monitor: MonitorFactory | None) -> Loaded:
-    """Gives back the artifact at ``settings.model_dir`` verified and folded, served by numpy."""
+def load_lean(settings: Settings, monitor: MonitorFactory | None, artifact_dir: Path) -> Loaded:
+    """Gives back the artifact at ``artifact_dir`` verified and folded, served by numpy."""
     if settings.device == "cuda":
         raise RuntimeError(
             "BNSERVE_RUNTIME=lean computes on the CPU; for BNSERVE_DEVICE=cuda use BNSERVE_RUNTIME=torch"
         )
     use_blas_threads(settings.torch_threads)
-    artifact = load_lean_artifact(settings.model_dir)
+    artifact = load_lean_artifact(artifact_dir)
     network, diff = artifact.network, None
     if settings.fold_bn:
         network, diff = fold(artifact)

@@ -1,6 +1,7 @@
 """The predictor: owns the verified artifact and answers predictions with the frozen statistics.
 
 predictor = Predictor(settings, monitor=drift_monitor_for(settings), on_batch=..., on_predict_rows=...)
+predictor = Predictor(settings, artifact_dir=Path("repo/wine/2"), model="wine", version="2")  # a repository's
 predictor.load()                  # verify, freeze, fold BN, self-test; then ready
 predictor.ready                   # True once loaded; else predictor.error says why
 out = await predictor.predict(rows)   # rows: float32 (B, F) -> probabilities (B, K) or values (B, 1)
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,11 +43,17 @@ class Predictor:
         self,
         settings: Settings,
         *,
+        artifact_dir: Path | None = None,
+        model: str | None = None,
+        version: str = "1",
         monitor: MonitorFactory | None = None,
         on_batch: Callable[[int], None] | None = None,
         on_predict_rows: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.artifact_dir = artifact_dir if artifact_dir is not None else settings.model_dir
+        self.model = model  # the name it is served under (default: the manifest's name)
+        self.version = version
         self.error: str | None = "not loaded yet"
         self.artifact: VerifiedArtifact | None = None
         self.serving_model: Any = None  # the torch runtime's network (BN folded by default); None on lean
@@ -83,7 +91,7 @@ class Predictor:
             from service.inference.lean import load_lean as load
         else:
             from service.inference.runtime import load_torch as load
-        loaded: Loaded = load(self.settings, self._monitor)
+        loaded: Loaded = load(self.settings, self._monitor, Path(self.artifact_dir))
         self.batcher = MicroBatcher(
             loaded.runtime.forward,
             max_batch_rows=self.settings.max_batch_rows,
@@ -91,8 +99,12 @@ class Predictor:
             on_batch=self._on_batch,
         )
         m = loaded.artifact.manifest
+        self.model = self.model or m.name
         self.answers = AnswerEncoder(
-            model=m.name, artifact_sha256=loaded.artifact.weights_sha256, class_labels=m.class_labels
+            model=self.model,
+            version=self.version,
+            artifact_sha256=loaded.artifact.weights_sha256,
+            class_labels=m.class_labels,
         )
         self.runtime, self.device, self.fold_max_abs_diff = (
             loaded.runtime,
@@ -106,6 +118,10 @@ class Predictor:
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
+
+    @property
+    def artifact_sha256(self) -> str:
+        return self.require_ready().weights_sha256
 
     def require_ready(self) -> VerifiedArtifact:
         """Gives back the loaded artifact; raises NotReady (503) when there is none."""

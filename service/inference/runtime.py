@@ -16,6 +16,7 @@ runtime that is not torch's stands beside this one (``LeanRuntime``, service/inf
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
@@ -126,13 +127,13 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def load_torch(settings: Settings, monitor: MonitorFactory | None) -> Loaded:
-    """Gives back the artifact at ``settings.model_dir`` verified, frozen and folded, served by torch."""
+def load_torch(settings: Settings, monitor: MonitorFactory | None, artifact_dir: Path) -> Loaded:
+    """Gives back the artifact at ``artifact_dir`` verified, frozen and folded, served by torch."""
     torch.set_num_threads(settings.torch_threads)
     device = pick_device(settings.device)
     if device.type == "cuda":
         full_float32_on_cuda()
-    artifact = load_artifact(settings.model_dir, device=device)
+    artifact = load_artifact(artifact_dir, device=device)
     model = artifact.model
     if still_training := training_bn_layers(model):
         raise RuntimeError(f"BN layers {still_training} are in training mode")

@@ -54,7 +54,8 @@ def bn_stats_view(predictor: Predictor, *, layer: str | None = None, vectors: bo
         layers = [entry for entry in layers if entry["name"] == layer]
     std = artifact.manifest.input_standardization
     return {
-        "model": artifact.manifest.name,
+        "model": predictor.model,
+        "version": predictor.version,
         "artifact_sha256": artifact.weights_sha256,
         "fingerprint": bn_fingerprint(state, [spec.name for spec in specs]),
         "artifact_fingerprint": artifact.bn_fingerprint,
@@ -74,10 +75,11 @@ def bn_stats_view(predictor: Predictor, *, layer: str | None = None, vectors: bo
 
 def _live_drift(predictor: Predictor) -> dict[str, Any]:
     """Gives back where live traffic stands against these statistics: GET /drift has the details."""
+    href = f"/drift?model={predictor.model}&version={predictor.version}"
     if predictor.drift is None:
-        return {"href": "/drift", "enabled": False}
+        return {"href": href, "enabled": False}
     scores = predictor.drift.scores()
-    return {"href": "/drift", "enabled": True, "verdict": scores["verdict"], "score": scores["score"]}
+    return {"href": href, "enabled": True, "verdict": scores["verdict"], "score": scores["score"]}
 
 
 def _summary(values: list[float]) -> dict[str, float]:

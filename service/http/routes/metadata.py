@@ -28,7 +28,8 @@ def metadata_view(predictor: Predictor) -> dict[str, Any]:
     m = artifact.manifest
     s = predictor.settings
     return {
-        "name": m.name,
+        "name": predictor.model,
+        "version": predictor.version,
         "task": m.task,
         "feature_names": m.feature_names,
         "class_labels": m.class_labels,

@@ -157,7 +157,7 @@ def test_fingerprint_is_unchanged_after_monitored_traffic(served: tuple[TestClie
 def test_bn_stats_links_to_the_live_drift(served: tuple[TestClient, Path]) -> None:
     client, _ = served
     live = client.get("/bn-stats", params={"vectors": "false"}).json()["live"]
-    assert live["href"] == "/drift" and live["enabled"] is True
+    assert live["href"].startswith("/drift?model=") and live["enabled"] is True
     assert live["verdict"] in ("ok", "drift", "insufficient_data")
 
 
@@ -183,4 +183,5 @@ def test_drift_can_be_turned_off(breast_cancer_artifact: Path) -> None:
         answer = client.get("/drift").json()
         assert answer["enabled"] is False and answer["verdict"] == "disabled"
         assert "BNSERVE_DRIFT_ENABLED" in answer["message"]
-        assert client.get("/bn-stats").json()["live"] == {"href": "/drift", "enabled": False}
+        live = client.get("/bn-stats").json()["live"]
+        assert live == {"href": "/drift?model=breast_cancer&version=1", "enabled": False}
