@@ -6,6 +6,7 @@ python -m bench.bare --port 8002
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -34,14 +35,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8002)
     args = parser.parse_args()
+    serve(create_app(), host=args.host, port=args.port)
+
+
+def serve(app: Any, *, host: str, port: int) -> None:
+    """Runs ``app`` as bnserve runs: one uvicorn worker, uvloop and httptools, no access log."""
     uvicorn.run(
-        create_app(),
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
+        app, host=host, port=port, log_level="warning", access_log=False, loop="uvloop", http="httptools"
     )
 
 

@@ -1,9 +1,14 @@
-"""Benchmark bnserve against a tutorial-style service and a bare FastAPI endpoint, on the same artifact.
+"""Benchmark bnserve (torch and lean runtimes) against a tutorial-style service, TorchServe, and the HTTP
+limits: a bare FastAPI endpoint and a raw ASGI one (no framework), on the same artifact.
 
     python -m bench.serve                          # one run; trains the default artifact the first time
     python -m bench.serve --quick                  # short durations: a smoke test of the whole benchmark
     python -m bench.serve --runs 3 --json out.json # medians of 3 runs (what docs/PERFORMANCE.md reports)
     python -m bench.serve --model artifacts/breast_cancer --load builtin
+    python -m bench.serve --services bnserve,bnserve-lean,raw --concurrency 16
+
+TorchServe (dynamic batching, batch sizes 1, 8 and 16; the best counts) runs when ``torchserve``,
+``torch-model-archiver`` and Java 17 are installed, and is skipped with a message otherwise.
 
 Each service runs as one uvicorn worker pinned to CPU 0; the load generator (wrk if installed, else the
 built-in asyncio one) runs on the other CPUs. Every answer the benchmark checks must match the unbatched,
@@ -35,10 +40,12 @@ import numpy as np
 import orjson
 import torch
 
+from bench import torchserve
 from bench.check import Reference, check_answer, request_body, sample_rows
 from bench.load import Item, LoadResult, drive, drive_wrk, free_port, have_wrk
 from models import Artifact, ArtifactError, fold_batchnorm, load_artifact
-from service.inference.tuning import keep_freed_memory
+from models.lean import fold, load_lean_artifact
+from service.inference.tuning import keep_freed_memory, use_blas_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = Path(tempfile.gettempdir()) / "bnserve-bench" / "breast_cancer-256-256"
@@ -54,21 +61,49 @@ class Service:
     module: str  # run as ``python -m <module>``
     checked: bool  # its answers are compared with the reference
     env: tuple[tuple[str, str], ...] = ()
+    args: tuple[str, ...] = ()
+    ready_path: str = "/readyz"
+    predict_path: str = "/predict"
 
     def command(self, model: Path, port: int) -> list[str]:
-        args = [sys.executable, "-m", self.module, "--port", str(port)]
-        if self.module == "bench.bare":
+        args = [sys.executable, "-m", self.module, "--port", str(port), *self.args]
+        if self.module in ("bench.bare", "bench.raw"):
             return args
         args += ["--model", str(model)]
         return [*args, "--log-level", "warning"] if self.module == "service" else args
 
+    @property
+    def runtime(self) -> str | None:
+        """bnserve's runtime (``torch`` or ``lean``); None for the reference services."""
+        return dict(self.env).get("BNSERVE_RUNTIME", "torch") if self.module == "service" else None
+
+
+def _torchserve(batch: int) -> Service:
+    return Service(
+        f"torchserve-b{batch}",
+        "bench.torchserve",
+        checked=False,
+        args=("--batch-size", str(batch)),
+        ready_path=torchserve.READY_PATH,
+        predict_path=torchserve.PREDICT_PATH,
+    )
+
 
 SERVICES = (
     Service("bnserve", "service", checked=True, env=(("BNSERVE_DRIFT_ENABLED", "true"),)),
+    Service(
+        "bnserve-lean",
+        "service",
+        checked=True,
+        env=(("BNSERVE_RUNTIME", "lean"), ("BNSERVE_DRIFT_ENABLED", "true")),
+    ),
     Service("bnserve-monitor-off", "service", checked=True, env=(("BNSERVE_DRIFT_ENABLED", "false"),)),
     Service("naive", "bench.naive", checked=True),
     Service("bare", "bench.bare", checked=False),
+    Service("raw", "bench.raw", checked=False),
+    *(_torchserve(b) for b in (1, 8, 16)),
 )
+BNSERVE = ("bnserve", "bnserve-lean")  # the variants the ratios are given for
 
 
 @dataclass(frozen=True)
@@ -109,8 +144,9 @@ class Measurement:
 
 @dataclass
 class RunResult:
-    forward: dict[str, float]  # in-process torch forward, rows/s, keyed like "unfolded_b1"
+    forward: dict[str, float]  # in-process forward, rows/s, keyed like "unfolded_b1", "lean_folded_b1024"
     startup_s: dict[str, float] = field(default_factory=dict)
+    idle_rss_mb: dict[str, float] = field(default_factory=dict)  # resident memory once ready, before any load
     device: dict[str, str] = field(default_factory=dict)  # where each bnserve variant ran its forwards
     measurements: list[Measurement] = field(default_factory=list)
     checked: int = 0  # answers compared with the reference in this run
@@ -135,7 +171,8 @@ def ensure_artifact(path: Path) -> Artifact:
 
 
 def measure_forward(artifact: Artifact, rows: np.ndarray, *, cpus: set[int] | None) -> dict[str, float]:
-    """Gives back torch's in-process forward rate (rows/s, one thread) at batch 1 and the big batch.
+    """Gives back the in-process forward rate (rows/s, one thread) at batch 1 and the big batch: torch's,
+    unfolded and folded, and the lean runtime's numpy network's, unfolded and folded.
 
     Measured with glibc tuned as the server tunes it (``keep_freed_memory``): torch's fastest. With
     glibc's defaults, freed 1 MB activations are handed back to the OS and faulted in again on the next
@@ -143,16 +180,25 @@ def measure_forward(artifact: Artifact, rows: np.ndarray, *, cpus: set[int] | No
     where tuned it made 275k to 450k: a ratio against the untuned rate would flatter the service.
     """
     keep_freed_memory()  # process-wide and idempotent
+    use_blas_threads(1)  # numpy's BLAS, one thread, as the lean runtime serves
     before = os.sched_getaffinity(0)
     if cpus:
         os.sched_setaffinity(0, cpus)  # the core the servers get
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    lean = load_lean_artifact(artifact.path)
+    unfolded, folded = artifact.model, fold_batchnorm(artifact.model)
+    nets: dict[str, Any] = {
+        "unfolded": lambda x: unfolded(torch.from_numpy(x)),
+        "folded": lambda x: folded(torch.from_numpy(x)),
+        "lean_unfolded": lean.network,
+        "lean_folded": fold(lean)[0],
+    }
     try:
         rates = {}
-        for kind, net in (("unfolded", artifact.model), ("folded", fold_batchnorm(artifact.model))):
+        for kind, net in nets.items():
             for batch in (1, len(rows)):
-                x = torch.from_numpy(rows[:batch])
+                x = rows[:batch]
                 rates[f"{kind}_b{batch}"] = batch / _best_seconds(lambda net=net, x=x: net(x), batch)
         return rates
     finally:
@@ -179,8 +225,9 @@ def _best_seconds(fn: Any, batch: int) -> float:
 
 
 @contextlib.contextmanager
-def running(service: Service, model: Path, *, cpus: set[int] | None) -> Iterator[tuple[int, float]]:
-    """Starts ``service``; gives back its port and the seconds from process start to a 200 on /readyz."""
+def running(service: Service, model: Path, *, cpus: set[int] | None) -> Iterator[tuple[int, float, float]]:
+    """Starts ``service``; gives back its port, the seconds from process start to a 200 on its readiness
+    path, and its resident memory then (MB)."""
     port = free_port()
     cmd = service.command(model, port)
     if cpus:
@@ -193,8 +240,8 @@ def running(service: Service, model: Path, *, cpus: set[int] | None) -> Iterator
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=err, stderr=subprocess.STDOUT)
     try:
-        ready = _wait_ready(proc, port, start, log)
-        yield port, ready
+        ready = _wait_ready(proc, port, start, log, service.ready_path)
+        yield port, ready, _rss_mb(proc.pid)
     finally:
         proc.terminate()
         try:
@@ -209,7 +256,27 @@ def _serving_device(port: int) -> str:
         return str(orjson.loads(r.read())["serving"]["device"])
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, start: float, log: Path) -> float:
+def _rss_mb(pid: int) -> float:
+    """Gives back the resident memory of process ``pid`` and its children (MB), from /proc."""
+    total_kb = 0
+    for p in [pid, *_children(pid)]:
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{p}/status").read_text()
+            total_kb += int(
+                next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+            )
+    return total_kb / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, start: float, log: Path, path: str) -> float:
     while time.perf_counter() - start < 60:
         if proc.poll() is not None:
             raise SystemExit(
@@ -217,12 +284,12 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, start: float, log: Pat
             )
         with (
             contextlib.suppress(OSError),
-            urllib.request.urlopen(f"http://{HOST}:{port}/readyz", timeout=1) as r,
+            urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=1) as r,
         ):
             if r.status == 200:
                 return time.perf_counter() - start
         time.sleep(0.01)
-    raise SystemExit(f"{proc.args} was not ready after 60 s")
+    raise SystemExit(f"{proc.args} was not ready after 60 s (GET {path})")
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -271,14 +338,18 @@ class Bench:
         if self.load_cpus:
             os.sched_setaffinity(0, self.load_cpus)
         services = [s for s in SERVICES if s.name in self.args.services]
+        if any(s.module == "bench.torchserve" for s in services) and (reason := torchserve.available()):
+            print(f"  {reason}", flush=True)
+            services = [s for s in services if s.module != "bench.torchserve"]
         # Every server runs at once (an idle one takes no CPU), and each load drives them one after the
         # other: the two sides of a ratio are measured a few seconds apart, not minutes, so a slow stretch
         # of a shared machine hits both.
         with contextlib.ExitStack() as stack:
             ports = {}
             for service in services:
-                port, ready = stack.enter_context(running(service, self.model, cpus=self.server_cpus))
+                port, ready, rss = stack.enter_context(running(service, self.model, cpus=self.server_cpus))
                 ports[service.name], result.startup_s[service.name] = port, ready
+                result.idle_rss_mb[service.name] = rss
                 if service.name.startswith("bnserve"):
                     result.device[service.name] = _serving_device(port)
             for load in self.loads:
@@ -305,7 +376,7 @@ class Bench:
         if self.use_wrk:
             wrk = functools.partial(
                 drive_wrk,
-                f"http://{HOST}:{port}/predict",
+                f"http://{HOST}:{port}{service.predict_path}",
                 items[0].body,
                 concurrency=load.concurrency,
                 cpus=self.load_cpus,
@@ -330,6 +401,7 @@ class Bench:
                     check=check,
                     content_type=load.content_type,
                     accept=load.accept,
+                    path=service.predict_path,
                 )
             checked = self._collect(r, result) if service.checked else 0
         if r.failures and not r.problems:
@@ -393,32 +465,61 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
     bigs = {Load(args.big_concurrency, args.big_rows, float32=f).name for f in (False, True)}
     ratios = []
     for load in loads:
-        row: dict[str, Any] = {"load": load}
-        for name, (a, b) in {
-            "vs_naive": ("bnserve", "naive"),
-            "vs_bare": ("bnserve", "bare"),
-            "monitor_on_vs_off": ("bnserve", "bnserve-monitor-off"),
-        }.items():
-            row[name] = _median(_ratio(run, load, a, b) for run in runs)
-        if load in bigs:
-            # The bare endpoint never reads the body: no ceiling to compare with.
-            row["vs_bare"] = float("nan")
-            row["vs_forward"] = _median(
-                _rate(run, load, "bnserve", "rows_per_s") / run.forward[f"unfolded_b{args.big_rows}"]
-                for run in runs
+        for variant in BNSERVE:
+            if not any(m.service == variant and m.load == load for m in runs[0].measurements):
+                continue
+            row: dict[str, Any] = {"load": load, "service": variant}
+            for name, other in (("vs_naive", "naive"), ("vs_bare", "bare"), ("vs_raw", "raw")):
+                row[name] = _median(_ratio(run, load, variant, other) for run in runs)
+            row["vs_torchserve"] = _median(_vs_best_torchserve(run, load, variant) for run in runs)
+            row["p99_over_p50"] = _median(
+                _rate(run, load, variant, "p99_ms") / _rate(run, load, variant, "p50_ms") for run in runs
             )
-        ratios.append(row)
+            row["vs_torch_runtime"] = (
+                _median(_ratio(run, load, variant, "bnserve") for run in runs)
+                if variant != "bnserve"
+                else None
+            )
+            row["monitor_on_vs_off"] = (
+                _median(_ratio(run, load, variant, "bnserve-monitor-off") for run in runs)
+                if variant == "bnserve"
+                else None
+            )
+            if load in bigs:
+                # The constant endpoints never read the rows: no ceiling to compare with.
+                row["vs_bare"] = row["vs_raw"] = float("nan")
+                row["vs_forward"] = _median(
+                    _rate(run, load, variant, "rows_per_s") / _own_forward(run, variant, args.big_rows)
+                    for run in runs
+                )
+            ratios.append(row)
     forward = {key: _median(run.forward[key] for run in runs) for key in runs[0].forward}
     startup = {key: _median(run.startup_s[key] for run in runs) for key in runs[0].startup_s}
+    rss = {key: _median(run.idle_rss_mb[key] for run in runs) for key in runs[0].idle_rss_mb}
     return {
         "table": table,
         "ratios": ratios,
         "forward_rows_per_s": forward,
         "startup_s": startup,
+        "idle_rss_mb": rss,
         "device": runs[0].device,
         "checked_answers": sum(run.checked for run in runs),
         "problems": [p for run in runs for p in run.problems],
     }
+
+
+def _own_forward(run: RunResult, variant: str, batch: int) -> float:
+    """The variant's own runtime in process at ``batch``, the faster of folded and unfolded (conservative)."""
+    prefix = "lean_" if variant == "bnserve-lean" else ""
+    return max(run.forward[f"{prefix}folded_b{batch}"], run.forward[f"{prefix}unfolded_b{batch}"])
+
+
+def _vs_best_torchserve(run: RunResult, load: str, variant: str) -> float:
+    best = max(
+        (m.rps for m in run.measurements if m.load == load and m.service.startswith("torchserve")),
+        default=float("nan"),
+    )
+    return _rate(run, load, variant, "rps") / best if best else float("nan")
 
 
 def _median(values: Any) -> float:
@@ -457,22 +558,27 @@ def print_report(summary: dict[str, Any], args: argparse.Namespace, use_wrk: boo
             f"{r['p99_ms']:.2f} | {r['failures']} |"
         )
     print(
-        "\n| load | bnserve / naive | bnserve / bare | monitor on / off | rows/s / torch forward |\n|---|---:|---:|---:|---:|"
+        "\n| load | service | / naive | / bare FastAPI | / raw ASGI | / TorchServe best | lean / torch "
+        "| monitor on / off | p99 / p50 | rows/s / own forward |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     for r in summary["ratios"]:
         cells = [
             _shown(r["vs_naive"], "{:.2f}x"),
             _shown(r["vs_bare"], "{:.0%}"),
+            _shown(r["vs_raw"], "{:.0%}"),
+            _shown(r["vs_torchserve"], "{:.2f}x"),
+            _shown(r["vs_torch_runtime"], "{:.2f}x"),
             _shown(r["monitor_on_vs_off"], "{:.0%}"),
+            _shown(r["p99_over_p50"], "{:.1f}"),
             _shown(r.get("vs_forward"), "{:.0%}"),
         ]
-        print(f"| {r['load']} | " + " | ".join(cells) + " |")
+        print(f"| {r['load']} | {r['service']} | " + " | ".join(cells) + " |")
     fwd = summary["forward_rows_per_s"]
-    print(
-        "\nin-process torch forward, one thread (rows/s): "
-        + ", ".join(f"{k} {v:,.0f}" for k, v in fwd.items())
-    )
+    print("\nin-process forward, one thread (rows/s): " + ", ".join(f"{k} {v:,.0f}" for k, v in fwd.items()))
     print("startup to ready (s): " + ", ".join(f"{k} {v:.2f}" for k, v in summary["startup_s"].items()))
+    print(
+        "idle resident memory (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["idle_rss_mb"].items())
+    )
     print("forwards ran on: " + ", ".join(f"{k} {v}" for k, v in summary["device"].items()))
     if summary["problems"]:
         print(f"\nWRONG OR FAILED ANSWERS ({len(summary['problems'])}):")

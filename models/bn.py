@@ -10,7 +10,6 @@ Eval-mode BN is a fixed per-channel affine map of its input::
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 from collections.abc import Iterator, Mapping
 from typing import TypeVar
@@ -20,7 +19,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+from models.reader import BN_BUFFERS
+from models.reader import bn_fingerprint as reader_bn_fingerprint
+
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
@@ -45,21 +46,10 @@ def training_bn_layers(model: nn.Module) -> list[str]:
 
 
 def bn_fingerprint(tensors: Mapping[str, torch.Tensor], bn_names: list[str]) -> str:
-    """Gives back the SHA-256 over every BN buffer, in network order (see docs/ARTIFACT.md).
-
-    For each BN layer name, for each of running_mean, running_var, num_batches_tracked: the UTF-8 key
-    ``"<layer>.<buffer>"`` then the tensor's little-endian bytes (float32 / int64), row-major.
-    """
-    h = hashlib.sha256()
-    for name in bn_names:
-        for buf in BN_BUFFERS:
-            key = f"{name}.{buf}"
-            h.update(key.encode())
-            h.update(tensors[key].detach().cpu().contiguous().numpy().astype(_LE[buf]).tobytes())
-    return h.hexdigest()
-
-
-_LE = {"running_mean": "<f4", "running_var": "<f4", "num_batches_tracked": "<i8"}
+    """Gives back the SHA-256 over every BN buffer, in network order (``models.reader.bn_fingerprint``, which
+    docs/ARTIFACT.md specifies, over these tensors on the CPU)."""
+    keys = [f"{name}.{buf}" for name in bn_names for buf in BN_BUFFERS]
+    return reader_bn_fingerprint({k: tensors[k].detach().cpu().numpy() for k in keys}, bn_names)
 
 
 def model_bn_fingerprint(model: nn.Module) -> str:

@@ -10,7 +10,9 @@ Every error names the file it is about and says what was expected and what was f
      ├── TensorMismatchError       a tensor is missing, extra, or has the wrong shape or dtype
      ├── NonFiniteError            a tensor holds NaN or +-inf
      ├── CanaryMismatchError       the rebuilt network does not reproduce the outputs recorded at export
-     └── ExportError               an export for another runtime (ONNX, Triton) failed or did not verify
+     ├── UnsupportedLayerError     the lean (numpy) runtime does not compute one of the layers
+     ├── ExportError               an export for another runtime (ONNX, Triton) failed or did not verify
+     └── RepositoryNameError       a model or version name that cannot name a repository directory (ValueError)
 
     InputError (ValueError)        a raw row's value does not fit its feature's kind: row and feature named
 """
@@ -56,7 +58,15 @@ class CanaryMismatchError(ArtifactError):
     pass
 
 
+class UnsupportedLayerError(ArtifactError):
+    pass
+
+
 class ExportError(ArtifactError):
+    pass
+
+
+class RepositoryNameError(ArtifactError, ValueError):
     pass
 
 

@@ -19,7 +19,7 @@ from models.errors import ManifestError
 from models.manifest import Task
 
 if TYPE_CHECKING:
-    from models.artifact import Artifact
+    from models.reader import VerifiedArtifact
 
 HISTORY_FILE = "history.json"
 HISTORY_SCHEMA_VERSION: Literal[1] = 1
@@ -91,7 +91,7 @@ def parse_history(data: bytes, *, where: Path | str = HISTORY_FILE) -> TrainingH
         raise ManifestError(f"does not match the history schema: {problems}", path=where) from None
 
 
-def read_history(artifact: Artifact) -> TrainingHistory | None:
+def read_history(artifact: VerifiedArtifact) -> TrainingHistory | None:
     """Gives back the artifact's training history, or None for an artifact saved without one."""
     data = artifact.files.get(HISTORY_FILE)
     return None if data is None else parse_history(data, where=artifact.path / HISTORY_FILE)

@@ -1,18 +1,19 @@
-"""Layer specifications: the architecture as data, and the one builder that turns it into a network.
+"""Layer specifications: the architecture as data.
 
-The manifest stores ``layers``, an ordered list of these specs. ``build_network(specs)`` rebuilds the exact
-``nn.Sequential`` the training side exported, so serving never imports training code. The state-dict key of
-every tensor is ``<layer name>.<tensor name>`` (for example ``bn1.running_mean``).
+The manifest stores ``layers``, an ordered list of these specs. ``build_network(specs)`` (``models/modules.py``)
+rebuilds the exact ``nn.Sequential`` the training side exported, so serving never imports training code; the
+lean runtime (``models/numpy_net.py``) computes the same network with numpy. The state-dict key of every
+tensor is ``<layer name>.<tensor name>`` (for example ``bn1.running_mean``).
+
+This module never imports torch: the manifest schema and the lean runtime build on it. The torch modules are
+still importable from here (``from models.layers import Rescale``); they are loaded on first use.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 LayerName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
@@ -103,89 +104,17 @@ LayerSpec = Annotated[
 ]
 
 
-class Standardize(nn.Module):
-    """Input standardization with fixed training-split statistics, stored as buffers."""
+# The torch side of the specs lives in models/modules.py; these names are served from there on first use
+# (PEP 562), so that importing the specs, the manifest or the lean runtime never imports torch.
+TORCH_MODULES = ("Standardize", "Reshape", "Rescale", "build_layer", "build_network")
 
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(num_features))
-        self.register_buffer("std", torch.ones(num_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+if TYPE_CHECKING:
+    from models.modules import Rescale, Reshape, Standardize, build_layer, build_network  # noqa: F401
 
 
-class Reshape(nn.Module):
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.shape = tuple(shape)
+def __getattr__(name: str) -> Any:
+    if name in TORCH_MODULES:
+        from models import modules
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], *self.shape)
-
-
-class Rescale(nn.Module):
-    scale: torch.Tensor
-    shift: torch.Tensor
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.register_buffer("scale", torch.ones(num_features))
-        self.register_buffer("shift", torch.zeros(num_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale + self.shift
-
-
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "ReLU": nn.ReLU,
-    "GELU": nn.GELU,
-    "SiLU": nn.SiLU,
-    "Tanh": nn.Tanh,
-}
-
-
-def build_layer(spec: LayerSpec) -> nn.Module:
-    """Gives back the module that ``spec`` describes, freshly initialized."""
-    match spec:
-        case StandardizeSpec():
-            return Standardize(spec.num_features)
-        case ReshapeSpec():
-            return Reshape(spec.shape)
-        case LinearSpec():
-            return nn.Linear(spec.in_features, spec.out_features, bias=spec.bias)
-        case Conv2dSpec():
-            return nn.Conv2d(
-                spec.in_channels,
-                spec.out_channels,
-                spec.kernel_size,
-                stride=spec.stride,
-                padding=spec.padding,
-                bias=spec.bias,
-            )
-        case BatchNormSpec():
-            bn_cls = nn.BatchNorm1d if spec.type == "BatchNorm1d" else nn.BatchNorm2d
-            return bn_cls(spec.num_features, eps=spec.eps, momentum=spec.momentum, affine=spec.affine)
-        case ActivationSpec():
-            return _ACTIVATIONS[spec.type]()
-        case DropoutSpec():
-            return nn.Dropout(spec.p)
-        case MaxPool2dSpec():
-            return nn.MaxPool2d(spec.kernel_size)
-        case FlattenSpec():
-            return nn.Flatten()
-        case RescaleSpec():
-            return Rescale(spec.num_features)
-    raise TypeError(f"unknown layer spec {spec!r}")
-
-
-def build_network(specs: list[LayerSpec]) -> nn.Sequential:
-    """Gives back an ``nn.Sequential`` whose children are named and ordered as in ``specs``."""
-    names = [spec.name for spec in specs]
-    if len(set(names)) != len(names):
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"layer names must be unique, repeated: {duplicates}")
-    return nn.Sequential(OrderedDict((spec.name, build_layer(spec)) for spec in specs))
+        return getattr(modules, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Serve an artifact: ``python -m service --model artifacts/breast_cancer [--host H] [--port P]``.
+"""Serve an artifact or a model repository: ``python -m service --model DIR`` or ``--repository DIR``.
 
 Every option also reads from its ``BNSERVE_*`` variable (see service/settings.py); flags win.
 """
@@ -12,9 +12,12 @@ import gc
 gc.disable()
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 
 import uvicorn  # noqa: E402
 
@@ -24,6 +27,9 @@ from service.settings import Settings  # noqa: E402
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.splitlines()[0])
     parser.add_argument("--model", dest="model_dir", help="artifact directory (BNSERVE_MODEL_DIR)")
+    parser.add_argument(
+        "--repository", help="model repository DIR/<model>/<version>/ instead of --model (BNSERVE_REPOSITORY)"
+    )
     parser.add_argument(
         "--model-name", help="name served under /v2/models/NAME (BNSERVE_MODEL_NAME; default: the manifest's)"
     )
@@ -42,6 +48,24 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in overrides.items():
         os.environ[f"BNSERVE_{key.upper()}"] = str(value)
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(message)s")
+    with _shared_state(settings):
+        _serve(settings)
+    return 0
+
+
+@contextlib.contextmanager
+def _shared_state(settings: Settings) -> Iterator[None]:
+    """Several workers: a directory they share, so a load or unload request reaches every one of them
+    (docs/REPOSITORY.md), made for this run unless BNSERVE_REPOSITORY_STATE_DIR names one."""
+    if settings.workers == 1 or settings.repository_state_dir is not None:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="bnserve-state-") as state_dir:
+        os.environ["BNSERVE_REPOSITORY_STATE_DIR"] = state_dir
+        yield
+
+
+def _serve(settings: Settings) -> None:
     uvicorn.run(
         "service.http.app:create_app",
         factory=True,
@@ -50,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=settings.access_log,
+        # X-Forwarded-For only ever fed the client address of the access log: without it, uvicorn's proxy
+        # middleware is one wrapper less on every request (docs/PERFORMANCE.md, profile of one-row requests).
+        proxy_headers=settings.access_log,
         loop="uvloop",
         http="httptools",
     )
-    return 0
 
 
 if __name__ == "__main__":

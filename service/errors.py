@@ -2,8 +2,10 @@
 what came in>"}`` with the class's status code.
 
 ServiceError            (status_code on the class)
- ├── BadRequest          400  the body is not what /predict expects
- ├── NotFound            404  no such route or BN layer
+ ├── BadRequest          400  the body is not what /predict expects; a malformed model or version name
+ ├── Unauthorized        401  a missing or wrong bearer token (with WWW-Authenticate)
+ ├── Forbidden           403  an admin endpoint while no admin token is configured
+ ├── NotFound            404  no such route, BN layer, model or version
  ├── MethodNotAllowed    405
  ├── PayloadTooLarge     413  body or row count over the configured limit
  ├── UnsupportedMediaType 415 not application/json
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 class ServiceError(Exception):
     status_code = 500
+    headers: dict[str, str] | None = None  # sent with the answer
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -24,6 +27,15 @@ class ServiceError(Exception):
 
 class BadRequest(ServiceError):
     status_code = 400
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="bnserve"'}  # noqa: RUF012 (never mutated)
+
+
+class Forbidden(ServiceError):
+    status_code = 403
 
 
 class NotFound(ServiceError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,6 +16,31 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BNSERVE_", extra="ignore")
 
     model_dir: Path = Field(Path("artifacts/breast_cancer"), description="artifact directory to serve")
+    repository: Path | None = Field(
+        None,
+        description="model repository <dir>/<model>/<version>/ to serve instead of model_dir (docs/REPOSITORY.md)",
+    )
+    default_model: str | None = Field(
+        None, description="the model a request naming none gets (default: the only, else the first by name)"
+    )
+    repository_poll_s: float | None = Field(
+        None,
+        gt=0,
+        description="rescan the repository this often (seconds) and apply what changed; off when unset",
+    )
+    repository_state_dir: Path | None = Field(
+        None,
+        description="a directory the workers share so load/unload requests reach them all (python -m service "
+        "makes one when it starts several workers)",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="bearer token for what changes server state (load, unload, index, drift reset); unset: "
+        "those endpoints answer 403",
+    )
+    read_token: SecretStr | None = Field(
+        None, description="bearer token for inference and read-only endpoints too; unset: they are open"
+    )
     model_name: str | None = Field(
         None,
         min_length=1,
@@ -32,8 +57,17 @@ class Settings(BaseSettings):
     access_log: bool = Field(False, description="log every request (costs throughput)")
     max_rows: int = Field(4096, ge=1, description="most rows one /predict request may carry")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest accepted request body")
-    torch_threads: int = Field(1, ge=1, description="torch intra-op threads for the forward pass")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
+    runtime: Literal["torch", "lean"] = Field(
+        "torch",
+        description="what computes the network: torch (CPU or CUDA), or lean: numpy on the CPU, never "
+        "imports torch (starts in a fraction of the time and memory; README)",
+    )
+    torch_threads: int = Field(
+        1, ge=1, description="threads for the forward pass: torch's intra-op pool, or numpy's BLAS (lean)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when available, else CPU; the lean runtime computes on the CPU"
+    )
     fold_bn: bool = Field(True, description="fold each BN into the preceding Linear/Conv for serving")
     max_batch_rows: int = Field(
         512, ge=1, description="micro-batching: most rows merged into one forward pass"

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,15 +131,9 @@ class Stack:
         return f"http://127.0.0.1:{self.api.port}"
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The trainer run to completion, then the api started and waited on with its own healthcheck."""
-    volume_root = tmp_path_factory.mktemp("volumes")
-    trained = run_trainer(volume_root)
-    assert trained.returncode == 0, f"trainer failed:\n{trained.stdout}\n{trained.stderr}"
-
-    api = Service("api", load_compose()["services"]["api"], volume_root, port=free_port())
-    log_path = volume_root / "api.log"
+@contextmanager
+def started(api: Service, log_path: Path) -> Iterator[None]:
+    """Runs ``api``'s command as a process until its own healthcheck passes; stops it afterwards."""
     with log_path.open("w") as log:
         process = subprocess.Popen(
             api.command(), env=api.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
@@ -147,17 +142,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if process.poll() is not None:
-                pytest.fail(f"api exited with {process.returncode}:\n{log_path.read_text()}")
+                pytest.fail(f"{api.name} exited with {process.returncode}:\n{log_path.read_text()}")
             check = subprocess.run(api.healthcheck(), env=api.env(), capture_output=True, timeout=30)
             if check.returncode == 0:
                 break
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"api healthcheck still failing after {READY_TIMEOUT_S:.0f}s:\n"
-                    f"{check.stderr.decode()}\napi log:\n{log_path.read_text()}"
+                    f"{api.name} healthcheck still failing after {READY_TIMEOUT_S:.0f}s:\n"
+                    f"{check.stderr.decode()}\n{api.name} log:\n{log_path.read_text()}"
                 )
             time.sleep(0.5)
-        yield Stack(volume_root, api)
+        yield
     finally:
         process.terminate()
         try:
@@ -165,6 +160,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The trainer run to completion, then the api started and waited on with its own healthcheck."""
+    volume_root = tmp_path_factory.mktemp("volumes")
+    trained = run_trainer(volume_root)
+    assert trained.returncode == 0, f"trainer failed:\n{trained.stdout}\n{trained.stderr}"
+
+    api = Service("api", load_compose()["services"]["api"], volume_root, port=free_port())
+    with started(api, volume_root / "api.log"):
+        yield Stack(volume_root, api)
 
 
 def test_api_starts_only_after_the_trainer_completed_successfully() -> None:
@@ -235,3 +242,29 @@ def test_api_predicts_a_breast_cancer_row(stack: Stack) -> None:
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     assert isinstance(predictions, list) and len(predictions) == 1
+
+
+def test_the_lean_api_is_opt_in_built_without_torch_and_serves_the_same_volume() -> None:
+    services = load_compose()["services"]
+    lean, api = services["api-lean"], services["api"]
+    assert lean["profiles"] == ["lean"]
+    assert lean["build"]["args"]["RUNTIME"] == "lean" and lean["image"] != api["image"]
+    assert lean["environment"]["BNSERVE_RUNTIME"] == "lean"
+    assert lean["volumes"] == api["volumes"] and lean["depends_on"] == api["depends_on"]
+
+
+@pytest.mark.slow
+def test_the_lean_api_answers_as_the_api_does(stack: Stack) -> None:
+    lean = Service("api-lean", load_compose()["services"]["api-lean"], stack.volume_root, port=free_port())
+    with started(lean, stack.volume_root / "api-lean.log"):
+        url = f"http://127.0.0.1:{lean.port}"
+        serving = httpx.get(f"{url}/metadata", timeout=30).json()["serving"]
+        assert serving["runtime"] == "lean"
+        n = len(httpx.get(f"{url}/metadata", timeout=30).json()["feature_names"])
+        body = {"instances": [[float(i % 7) for i in range(n)]] * 3}
+        got = httpx.post(f"{url}/predict", json=body, timeout=30).json()["predictions"]
+    want = httpx.post(f"{stack.url}/predict", json=body, timeout=30).json()["predictions"]
+    assert [p["label"] for p in got] == [p["label"] for p in want]
+    for g, w in zip(got, want, strict=True):
+        for label, probability in w["probabilities"].items():
+            assert abs(g["probabilities"][label] - probability) <= 1e-5

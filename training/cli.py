@@ -141,6 +141,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--out", metavar="DIR", help="artifact directory (default: artifacts/<dataset or CSV stem>)"
     )
+    export.add_argument(
+        "--repository",
+        metavar="DIR",
+        help="write the next version of model --name into this model repository (DIR/NAME/N) instead of --out",
+    )
     export.add_argument("--name", help="artifact name (default: the dataset name or CSV stem)")
     export.add_argument(
         "--num-canaries",

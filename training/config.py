@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from models.errors import RepositoryNameError
 from models.mlp import ACTIVATIONS, BNPosition
 from models.preprocessing import DEFAULT_MISSING_TOKENS
+from models.repository import check_model_name
 from training.errors import ConfigError
 
 DATASETS = ("breast_cancer", "wine", "iris", "digits", "diabetes")  # scikit-learn ships these: no network
@@ -63,6 +65,7 @@ class TrainConfig:
     threads: int = 1
     # export
     out_dir: str | None = None  # default: artifacts/<dataset or CSV file stem>
+    repository: str | None = None  # instead of out_dir: the next version of <repository>/<name>/
     name: str | None = None  # default: the dataset name or CSV file stem
     num_canaries: int = 4  # raw validation rows stored with their outputs to verify the artifact on load
     report: bool = False  # also store report.html and its PNGs (curves, BN statistics) in the artifact
@@ -104,6 +107,12 @@ class TrainConfig:
         _check(self.num_canaries >= 1, "num_canaries must be at least 1", self.num_canaries)
         _check(self.min_frequency >= 1, "min_frequency must be at least 1", self.min_frequency)
         _check(self.max_categories >= 1, "max_categories must be at least 1", self.max_categories)
+        if self.repository is not None:
+            _check(self.out_dir is None, "give out_dir or repository, not both", self.out_dir)
+            try:
+                check_model_name(self.name or self.source_name)
+            except RepositoryNameError as e:
+                raise ConfigError(str(e)) from None
 
     @property
     def source_name(self) -> str:

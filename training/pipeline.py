@@ -10,6 +10,7 @@ export_artifact(cfg, model, layers, train_ds, val_ds, metrics, device="cpu", his
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from models import CNNConfig, LayerSpec, MLPConfig, build_network, cnn_layers, m
 from models.history import HISTORY_FILE, TrainingHistory
 from models.layers import Rescale, Standardize
 from models.manifest import BNStatistics
+from models.repository import publish_version
 from training import distributed
 from training.config import TrainConfig
 from training.data import DATAFRAME_NAME, Dataset, load_data, split_dataset
@@ -61,9 +63,10 @@ def train(cfg: TrainConfig, data: pd.DataFrame | None = None) -> Path:
             cfg, model, train_ds, val_ds, metrics, device=device, ranks=ranks
         )
         ranks.agree(None)  # every rank finished: only now is the artifact written
+        # with a repository, the other ranks give back the model's directory
         out_dir = artifact_dir(cfg, DATAFRAME_NAME if data is not None else None)
         if ranks.is_main:
-            export_artifact(
+            out_dir = export_artifact(
                 *(cfg, model, layers, train_ds, val_ds, metrics),
                 device=device,
                 bn_statistics=bn_statistics,
@@ -166,7 +169,8 @@ def export_artifact(
     bn_statistics: BNStatistics | None = None,
     history: TrainingHistory | None = None,
 ) -> Path:
-    """Gives back the artifact directory (``cfg.out_dir``, default ``artifacts/<name>``), written atomically.
+    """Gives back the artifact directory (``cfg.out_dir``, default ``artifacts/<name>``, or with
+    ``cfg.repository`` the next version ``<repository>/<name>/<N>``), written atomically.
 
     ``history`` goes in as ``history.json``, and with ``cfg.report`` the report and its PNGs too.
     """
@@ -188,10 +192,10 @@ def export_artifact(
             metrics=metrics,
             training=record,
         )
-    return save_artifact(
-        out_dir,
-        model,
-        layers,
+    save = functools.partial(
+        save_artifact,
+        model=model,
+        layers=layers,
         name=name,
         task=train.task,
         feature_names=train.feature_names,
@@ -205,10 +209,17 @@ def export_artifact(
         bn_statistics=bn_statistics,
         files=files,
     )
+    if cfg.repository is not None:
+        return publish_version(cfg.repository, name, save)
+    return save(out_dir)
 
 
 def artifact_dir(cfg: TrainConfig, source: str | None = None) -> Path:
-    """Gives back ``cfg.out_dir``, default ``artifacts/<source>`` (the dataset name or CSV stem)."""
+    """Gives back where the artifact goes: ``cfg.out_dir`` (default ``artifacts/<source>``, the dataset name
+    or CSV stem), or with ``cfg.repository`` the model's directory there (the version number is taken when
+    it is written)."""
+    if cfg.repository is not None:
+        return Path(cfg.repository) / (cfg.name or source or cfg.source_name)
     return Path(cfg.out_dir) if cfg.out_dir is not None else Path("artifacts") / (source or cfg.source_name)
 
 

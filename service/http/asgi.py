@@ -74,14 +74,16 @@ class BNServe(FastAPI):
             schema = super().openapi()
             self.openapi_schema = None  # super() keeps its own; this one is kept only once the model is known
             components = schema.setdefault("components", {}).setdefault("schemas", {})
+            # The default model's rows (app.state.predictor: its newest version, None until one is loaded).
             predictor, settings = self.state.predictor, self.state.settings
-            features = predictor.feature_names if predictor.ready else None
-            kinds = predictor.encoder.kinds if predictor.ready and predictor.encoder is not None else None
+            ready = predictor is not None and predictor.ready
+            features = predictor.feature_names if ready else None
+            kinds = predictor.encoder.kinds if ready and predictor.encoder is not None else None
             path = predict.Predict.openapi(
                 components, feature_names=features, kinds=kinds, max_rows=settings.max_rows
             )
             schema["paths"] = {predict.PATH: path, **oip.Infer.openapi(components), **schema["paths"]}
-            if predictor.ready:
+            if ready:
                 self.openapi_schema = schema
             return schema
         return self.openapi_schema

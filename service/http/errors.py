@@ -38,6 +38,8 @@ async def send_answer(answer: Awaitable[Answer], send: Send) -> int:
         status, body, headers = await answer
     except ServiceError as e:
         status, body, headers = e.status_code, error_body(e.message), JSON_HEADERS
+        if e.headers:  # WWW-Authenticate with a 401
+            headers = [*headers, *((k.lower().encode(), v.encode()) for k, v in e.headers.items())]
     if status != 499:
         headers = [*headers, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -56,7 +58,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def service_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
-        return error_response(exc.status_code, exc.message)
+        return error_response(exc.status_code, exc.message, headers=exc.headers)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

@@ -6,9 +6,9 @@ against its answers by the schema-driven tests (tests/service/http/test_openapi_
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.history import TrainingHistory
 from models.manifest import BatchNormInfo, BNStatistics, StatisticsKind, Versions
@@ -20,6 +20,7 @@ from models.preprocessing import (
     Preprocessing,
     encoded_names,
 )
+from models.repository import VERSION_PATTERN
 
 DriftVerdict = Literal["ok", "drift", "insufficient_data", "error", "disabled"]
 
@@ -52,6 +53,9 @@ class Prediction(BaseModel):
 
 class PredictResponse(BaseModel):
     model: str
+    version: str = Field(
+        description="the version of the model that answered (a repository's directory number)"
+    )
     artifact_sha256: str
     predictions: list[Prediction]
 
@@ -60,6 +64,7 @@ class PredictResponse(BaseModel):
             "examples": [
                 {
                     "model": "breast_cancer",
+                    "version": "1",
                     "artifact_sha256": "3f1c…",
                     "predictions": [
                         {"label": "malignant", "probabilities": {"malignant": 0.9993, "benign": 0.0007}}
@@ -180,6 +185,9 @@ class LiveDrift(BaseModel):
 
 class BNStats(BaseModel):
     model: str
+    version: str = Field(
+        description="the version of the model that answered (a repository's directory number)"
+    )
     artifact_sha256: str
     fingerprint: str = Field(description="SHA-256 over every BN buffer of the loaded network, now")
     artifact_fingerprint: str = Field(description="the same, as recorded at export: equal while serving")
@@ -195,6 +203,9 @@ class BNStats(BaseModel):
 
 
 class ServingInfo(BaseModel):
+    runtime: Literal["torch", "lean"] = Field(
+        description="what computes the network (BNSERVE_RUNTIME): torch, or lean (numpy, without torch)"
+    )
     device: str
     bn_folded: bool
     fold_max_abs_diff: float | None = Field(
@@ -203,11 +214,14 @@ class ServingInfo(BaseModel):
     max_rows: int
     max_batch_rows: int
     max_wait_ms: float
-    torch_threads: int
+    torch_threads: int = Field(description="forward threads: torch's intra-op pool, or numpy's BLAS on lean")
 
 
 class Metadata(BaseModel):
     name: str
+    version: str = Field(
+        description="the version of the model that answered (a repository's directory number)"
+    )
     task: Literal["classification", "regression"]
     feature_names: list[str] = Field(description="the order of a row's values in /predict")
     features: list[FeatureInfo] = Field(description="each feature's type, categories and missing handling")
@@ -298,6 +312,9 @@ class DriftReport(BaseModel):
     """With the monitor off only model, artifact_sha256, enabled, verdict, alert and message are sent."""
 
     model: str
+    version: str = Field(
+        description="the version of the model that answered (a repository's directory number)"
+    )
     artifact_sha256: str
     enabled: bool
     verdict: DriftVerdict
@@ -324,6 +341,9 @@ class DriftReset(BaseModel):
     """With the monitor off: model, artifact_sha256, enabled, verdict, alert and message."""
 
     model: str
+    version: str = Field(
+        description="the version of the model that answered (a repository's directory number)"
+    )
     artifact_sha256: str
     enabled: bool
     reset: bool | None = None
@@ -343,6 +363,9 @@ class Alive(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready"]
     model: str
+    version: str = Field(
+        description="the version of the model that answered (a repository's directory number)"
+    )
     artifact_sha256: str
 
 
@@ -354,8 +377,10 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 ERROR_DESCRIPTIONS = {
-    400: "malformed request",
-    404: "no such thing (for example no BN layer of that name)",
+    400: "malformed request (a malformed model or version name included)",
+    401: "a missing, empty or wrong bearer token (BNSERVE_READ_TOKEN, or BNSERVE_ADMIN_TOKEN where state changes)",
+    403: "no admin token is configured (BNSERVE_ADMIN_TOKEN): the endpoints that change state are off",
+    404: "no such thing (a model, version or BN layer of that name)",
     413: "body or row count over the limits",
     415: "a Content-Type other than application/json or application/octet-stream",
     422: "a request that is well formed but has wrong values; for query parameters too",
@@ -367,7 +392,67 @@ class HistoryResponse(BaseModel):
     """GET /history: the training history stored with the artifact (docs/ARTIFACT.md, ``history.json``)."""
 
     model: str = Field(description="the artifact's manifest name")
+    version: str = Field(
+        description="the version of the model that answered (a repository's directory number)"
+    )
     artifact_sha256: str = Field(description="SHA-256 of the weights that are served")
     history: TrainingHistory = Field(
         description="per epoch the train and validation loss and metric; per BN layer the running statistics"
     )
+
+
+# ---------------------------------------------------------------------------------------------- repository
+
+State = Literal["READY", "LOADING", "UNAVAILABLE"]
+
+
+class VersionState(BaseModel):
+    version: str = Field(description="a positive integer: the version directory's name")
+    state: State
+    reason: str = Field(description="why it is in this state: serving, refused (and why), not selected...")
+    artifact_sha256: str | None = Field(None, description="the weights' SHA-256, once loaded")
+
+
+class ModelState(BaseModel):
+    name: str
+    versions: list[VersionState]
+
+
+class ModelsResponse(BaseModel):
+    default: str | None = Field(description="the model a request that names none gets")
+    models: list[ModelState]
+
+
+class IndexEntry(BaseModel):
+    """One entry of the Open Inference Protocol's repository index, plus the artifact's SHA-256."""
+
+    name: str
+    version: str
+    state: State
+    reason: str
+    artifact_sha256: str | None = None
+
+
+class IndexRequest(BaseModel):
+    ready: bool = Field(False, description="true: only the versions READY for inference")
+
+
+VersionName = (
+    Annotated[str, Field(pattern=VERSION_PATTERN)] | Annotated[int, Field(strict=True, ge=1, lt=10**18)]
+)
+
+
+class LoadParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the protocol lets a server ignore parameters it does not use
+    version: VersionName | None = Field(None, description="serve only this version (a rollback)")
+    versions: list[VersionName] | None = Field(None, description="serve exactly these versions")
+
+
+class LoadRequest(BaseModel):
+    parameters: LoadParameters = Field(default_factory=LoadParameters)
+
+
+class LoadResponse(BaseModel):
+    model: str
+    serving: list[str] = Field(description="the versions serving after the request")
+    refused: dict[str, str] = Field(description="versions that failed to load, with the reason")

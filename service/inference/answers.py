@@ -1,7 +1,7 @@
 """The /predict answer: one prediction per row, as a dict or straight as JSON bytes.
 
 encoder = AnswerEncoder(model="breast_cancer", artifact_sha256="e2af...", class_labels=["malignant", "benign"])
-encoder.answer(out)    # {"model": ..., "artifact_sha256": ..., "predictions": [{"label": ..., "probabilities": {...}}]}
+encoder.answer(out)    # {"model": ..., "version": "1", "artifact_sha256": ..., "predictions": [{"label": ..., "probabilities": {...}}]}
 encoder.encode(out)    # the same answer as JSON, byte for byte ``orjson.dumps(encoder.answer(out))``
 encoder.encode_float32(out)  # the bulk answer: raw little-endian float32 (B, K), and the headers that describe it
 
@@ -29,12 +29,15 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class AnswerEncoder:
-    def __init__(self, *, model: str, artifact_sha256: str, class_labels: list[str] | None) -> None:
+    def __init__(
+        self, *, model: str, artifact_sha256: str, class_labels: list[str] | None, version: str = "1"
+    ) -> None:
         self.model = model
+        self.version = version
         self.artifact_sha256 = artifact_sha256
         self.class_labels = class_labels
-        head = orjson.dumps({"model": model, "artifact_sha256": artifact_sha256})
-        self._head = head[:-1] + b',"predictions":['  # '{"model":...,"artifact_sha256":...,"predictions":['
+        head = orjson.dumps({"model": model, "version": version, "artifact_sha256": artifact_sha256})
+        self._head = head[:-1] + b',"predictions":['  # '{"model":...,"version":...,"predictions":['
         self._labels: np.ndarray | None = None  # each label's JSON, indexed by class
         if class_labels is None:
             self._row = b'{"value":%s}'
@@ -50,11 +53,18 @@ class AnswerEncoder:
             (b"content-type", FLOAT32_MEDIA_TYPE.encode()),
             (b"x-bnserve-columns", columns.encode("ascii")),
             (b"x-bnserve-artifact-sha256", artifact_sha256.encode("ascii")),
+            (b"x-bnserve-model", model.encode("ascii")),
+            (b"x-bnserve-version", version.encode("ascii")),
         ]
 
     def answer(self, out: np.ndarray) -> dict[str, Any]:
         """Gives back the answer as a dict."""
-        return {"model": self.model, "artifact_sha256": self.artifact_sha256, "predictions": self._rows(out)}
+        return {
+            "model": self.model,
+            "version": self.version,
+            "artifact_sha256": self.artifact_sha256,
+            "predictions": self._rows(out),
+        }
 
     def encode(self, out: np.ndarray) -> bytes:
         """Gives back the answer's JSON."""
@@ -75,7 +85,7 @@ class AnswerEncoder:
     def encode_float32(self, out: np.ndarray) -> tuple[bytes, Headers]:
         """Gives back the bulk answer: ``out`` as raw little-endian float32, row-major (B, K), with no
         header, and the HTTP headers that describe it (content-type, ``x-bnserve-shape: B,K``, the
-        columns as a JSON list: class labels or ``["value"]``, and the artifact's SHA-256)."""
+        columns as a JSON list: class labels or ``["value"]``, the artifact's SHA-256, the model and version)."""
         rows, k = out.shape
         shape = (b"x-bnserve-shape", b"%d,%d" % (rows, k))
         return np.ascontiguousarray(out, dtype="<f4").tobytes(), [*self._float32_headers, shape]

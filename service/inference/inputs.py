@@ -79,7 +79,7 @@ def parse_instances(
         except (ValueError, TypeError, OverflowError):  # OverflowError: an integer beyond float64
             rows = None
         n = len(feature_names)
-        if rows is not None and rows.ndim == 2 and rows.shape[1] == n and np.isfinite(rows).all():
+        if rows is not None and rows.ndim == 2 and rows.shape[1] == n and _all_finite(rows):
             return rows if encoder is None else _encoded_numbers(encoder, rows, feature_names)
     if encoder is not None:
         return _parse_table(instances, feature_names, encoder)  # null, strings, true/false: one by one
@@ -176,6 +176,13 @@ def _instances(body: bytes, *, max_rows: int) -> list[Any]:
     return instances
 
 
+def _all_finite(rows: np.ndarray) -> bool:
+    """Gives back whether every float32 value is finite: their float64 sum is finite exactly when they are
+    (a NaN or inf propagates, and no count of finite float32 values overflows float64). One reduction instead
+    of a boolean array and its ``all``: about half the cost for a one-row request."""
+    return math.isfinite(rows.sum(dtype=np.float64))
+
+
 def parse_float32_rows(
     body: bytes, feature_names: list[str], *, max_rows: int, encoder: Encoder | None = None
 ) -> np.ndarray | TableRows:
@@ -201,12 +208,13 @@ def parse_float32_rows(
     if rows > max_rows:
         raise PayloadTooLarge(f"expected at most {max_rows} rows per request, got {rows}")
     out = np.frombuffer(body, dtype="<f4").reshape(rows, n).astype(np.float32)  # a native, writable copy
-    bad = np.isinf(out) if encoder is not None else ~np.isfinite(out)
-    if bad.any():
-        i, j = (int(k) for k in np.argwhere(bad)[0])
-        raise Unprocessable(
-            f"expected a finite number at row {i}, column {j} ({feature_names[j]!r}), got {out[i, j]}"
-        )
+    if not _all_finite(out):  # one float64 sum; with an encoder NaN is a missing value, only inf is refused
+        bad = np.isinf(out) if encoder is not None else ~np.isfinite(out)
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            raise Unprocessable(
+                f"expected a finite number at row {i}, column {j} ({feature_names[j]!r}), got {out[i, j]}"
+            )
     return out if encoder is None else _encoded_numbers(encoder, out, feature_names)
 
 
@@ -247,7 +255,7 @@ def _numeric_rows(body: bytes, n: int, *, max_rows: int) -> np.ndarray | None:
         return None
     with np.errstate(over="ignore"):  # beyond float32's range: inf, refused by the exact path
         rows = flat.astype(np.float32).reshape(b, n)
-    return rows if np.isfinite(rows).all() else None
+    return rows if _all_finite(rows) else None
 
 
 def _only_numbers_after_the_key(body: bytes) -> bool:

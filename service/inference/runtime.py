@@ -9,19 +9,29 @@ softmax of, so that one forward pass answers both /predict and an Open Inference
 the ``logits`` output (the predictor splits them).
 
 A runtime is anything with that ``forward``; the predictor and the micro-batcher need nothing else, so a
-runtime that is not torch's can stand beside this one.
+runtime that is not torch's stands beside this one (``LeanRuntime``, service/inference/lean.py).
+``load_torch`` verifies an artifact and builds this runtime for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from service.inference.tuning import use_torch_threads
+from models import Artifact, load_artifact
+from models.artifact import canary_tensor
+from models.bn import batchnorm_layers, fold_batchnorm, model_bn_fingerprint, training_bn_layers
+from models.device import pick_device
+from models.layers import Rescale
+from service.inference.loaded import FOLD_TOLERANCE, Loaded, fold_refused
+from service.inference.tuning import full_float32_on_cuda, use_torch_threads
+from service.monitoring.drift import MonitorFactory
+from service.settings import Settings
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 
@@ -116,3 +126,45 @@ def serving_steps(model: nn.Module, observed: Collection[str]) -> list[tuple[str
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def load_torch(settings: Settings, monitor: MonitorFactory | None, artifact_dir: Path) -> Loaded:
+    """Gives back the artifact at ``artifact_dir`` verified, frozen and folded, served by torch."""
+    torch.set_num_threads(settings.torch_threads)
+    device = pick_device(settings.device)
+    if device.type == "cuda":
+        full_float32_on_cuda()
+    artifact = load_artifact(artifact_dir, device=device)
+    model = artifact.model
+    if still_training := training_bn_layers(model):
+        raise RuntimeError(f"BN layers {still_training} are in training mode")
+    if model_bn_fingerprint(model) != artifact.bn_fingerprint:
+        raise RuntimeError("the BN fingerprint of the loaded network differs from the manifest's")
+    serving, diff = model, None
+    if settings.fold_bn:
+        serving = fold_batchnorm(model)
+        diff = _max_abs_diff(model, serving, artifact, device)
+        if not diff <= FOLD_TOLERANCE:
+            raise RuntimeError(fold_refused(diff))
+    drift = monitor(artifact) if monitor is not None else None
+    runtime = TorchRuntime(
+        serving,
+        task=artifact.manifest.task,
+        device=device,
+        torch_threads=settings.torch_threads,
+        observed=[name for name, _ in batchnorm_layers(model)],
+        observer=drift,
+        keep_logits=artifact.manifest.task == "classification",  # the predictor splits them off
+    )
+    return Loaded(artifact, runtime, str(device), diff, drift, serving_model=serving)
+
+
+def _max_abs_diff(model: nn.Module, folded: nn.Module, artifact: Artifact, device: torch.device) -> float:
+    """Gives back the largest difference between the two networks' outputs on the canary inputs, in the
+    network's own units: before a final ``Rescale`` (regression), whose multiplication by the target's
+    standard deviation would scale float32 rounding along with it."""
+    x = canary_tensor(artifact.manifest, artifact.path).to(device)  # raw rows encoded, with preprocessing
+    last = list(model.children())[-1]
+    scale = last.scale if isinstance(last, Rescale) else 1.0
+    with torch.inference_mode():
+        return float(((model(x) - folded(x)) / scale).abs().max())

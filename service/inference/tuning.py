@@ -1,15 +1,14 @@
 """Runtime tuning, process-wide or per thread: torch's thread count, glibc's allocator, TF32 on CUDA.
 
 Each is idempotent; the predictor applies them at load and the runtime keeps the thread count in every
-thread that runs a forward. Why each one pays is in docs/PERFORMANCE.md.
+thread that runs a forward. Why each one pays is in docs/PERFORMANCE.md. torch is imported only by the
+functions that tune it, so the lean runtime can use ``keep_freed_memory`` without it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import threading
-
-import torch
 
 _thread = threading.local()  # per-thread serving state: the torch thread count set there
 
@@ -21,6 +20,8 @@ def use_torch_threads(n: int) -> None:
     worker), not only in the loader thread, or they use one thread per core.
     """
     if getattr(_thread, "torch_threads", None) != n:
+        import torch
+
         torch.set_num_threads(n)
         _thread.torch_threads = n
 
@@ -50,7 +51,20 @@ def full_float32_on_cuda() -> None:
     cuDNN convolutions use TF32 by default on Ampere and later: a 10-bit mantissa puts a CNN's answers about
     1e-3 away from the CPU's and breaks the 1e-5 fold check. Serving gives float32's answers on every device.
     """
+    import torch
+
     # The legacy flags: torch 2.9's fp32_precision setters exist too, but mixing the two APIs makes torch
     # refuse to read either (RuntimeError), and a user's code may still read allow_tf32.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+
+
+def use_blas_threads(n: int) -> None:
+    """Makes numpy's BLAS (OpenBLAS, MKL) use ``n`` threads, process-wide: the lean runtime's matmuls.
+
+    Unlike torch's, the BLAS thread pools are process-wide, so once at load is enough (threadpoolctl finds
+    whichever BLAS numpy was built with).
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n, user_api="blas")

@@ -2,19 +2,21 @@
 
     metrics = Metrics(multiprocess_dir=settings.prometheus_multiproc_dir)
     metrics.observe_request("/predict", "POST", 200, seconds)   # service/http/asgi.py, every request
-    metrics.render(predictor.drift)        # the text exposition format
+    metrics.render({("wine", "2"): predictor.drift})   # the text exposition format, per serving version
 
     bnserve_requests_total{route, method, status}   route is the template ("/predict"), never the raw path
     bnserve_request_duration_seconds{route, method} histogram, until the response is sent
-    bnserve_predict_rows                            histogram: rows per prediction request (/predict, OIP infer)
-    bnserve_batch_rows                              histogram: rows per forward pass (the micro-batch size)
-    bnserve_model_info{model, artifact_sha256, bn_fingerprint}  1
-    bnserve_drift_score{layer}                      the drift score of each BN layer and of layer="input"
-    bnserve_drift_score_overall                     the worst of them
-    bnserve_drift_alert                             1 while the verdict is drift
-    bnserve_drift_window_rows                       (effective) rows in the drift window
-    bnserve_drift_verdict{verdict}                  1 for the current verdict: ok, drift, insufficient_data,
+    bnserve_predict_rows{model, version}            histogram: rows per prediction request (/predict, OIP infer)
+    bnserve_batch_rows{model, version}              histogram: rows per forward pass (the micro-batch size)
+    bnserve_model_info{model, version, artifact_sha256, bn_fingerprint}  1 while serving, 0 once unloaded
+    bnserve_drift_score{model, version, layer}      the drift score of each BN layer and of layer="input"
+    bnserve_drift_score_overall{model, version}     the worst of them
+    bnserve_drift_alert{model, version}             1 while the verdict is drift
+    bnserve_drift_window_rows{model, version}       (effective) rows in the drift window
+    bnserve_drift_verdict{model, version, verdict}  1 for the current verdict: ok, drift, insufficient_data,
                                                     error, disabled
+
+Every version of a model has its own drift window (a new version starts a new one) and its own series.
 
 The drift series are computed from the monitor when /metrics is scraped. A score is 0 while the window is
 empty; read it with the verdict, which then says insufficient_data.
@@ -30,9 +32,11 @@ whether any worker holds it. GET /drift and POST /drift/reset act on the one wor
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import (
     CollectorRegistry,
@@ -44,7 +48,7 @@ from prometheus_client import (
     values,
 )
 
-from models import Artifact
+from models.reader import VerifiedArtifact
 from service.monitoring.drift import DriftMonitor
 from service.monitoring.drift.features import FeatureDrift
 
@@ -52,6 +56,14 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 ROW_BUCKETS = tuple(float(2**k) for k in range(14))  # 1 ... 8192
 VERDICTS = ("ok", "drift", "insufficient_data", "error", "disabled")
 DRIFT_REFRESH_S = 5.0  # multiprocess mode: how often each worker publishes its drift series
+
+
+VERSION = ("model", "version")
+
+
+class VersionSeries(NamedTuple):
+    predict_rows: Any  # prometheus-client's labelled Histogram children
+    batch_rows: Any
 
 
 class MetricsError(RuntimeError):
@@ -81,63 +93,68 @@ class Metrics:
             registry=r,
         )
         self.predict_rows = Histogram(
-            "bnserve_predict_rows",
-            "rows per prediction request (/predict and OIP infer)",
-            buckets=ROW_BUCKETS,
-            registry=r,
-        )
+            "bnserve_predict_rows", "rows per prediction request (/predict and OIP infer)", VERSION,
+            buckets=ROW_BUCKETS, registry=r,
+        )  # fmt: skip
         self.batch_rows = Histogram(
-            "bnserve_batch_rows", "rows per forward pass (micro-batch size)", buckets=ROW_BUCKETS, registry=r
-        )
+            "bnserve_batch_rows", "rows per forward pass (micro-batch size)", VERSION, buckets=ROW_BUCKETS,
+            registry=r,
+        )  # fmt: skip
         self.model_info = Gauge(
             "bnserve_model_info",
-            "the model served: 1 for its name, artifact SHA-256 and BN fingerprint",
-            ["model", "artifact_sha256", "bn_fingerprint"],
+            "each model version loaded: 1 while it serves (0 once unloaded), with its artifact SHA-256 and BN "
+            "fingerprint",
+            [*VERSION, "artifact_sha256", "bn_fingerprint"],
             registry=r,
             multiprocess_mode="max",
         )
         self.drift_score = Gauge(
             "bnserve_drift_score",
             "drift score per BN layer and for layer=input (training standard deviations, see GET /drift)",
-            ["layer"],
+            [*VERSION, "layer"],
             registry=r,
             multiprocess_mode="livemax",
         )
         self.drift_overall = Gauge(
-            "bnserve_drift_score_overall", "the worst drift score of the layers and the input", registry=r,
-            multiprocess_mode="livemax",
+            "bnserve_drift_score_overall", "the worst drift score of the layers and the input", VERSION,
+            registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
         self.drift_alert = Gauge(
             "bnserve_drift_alert",
             "1 while the drift verdict is drift",
+            VERSION,
             registry=r,
             multiprocess_mode="livemax",
         )
         self.drift_rows = Gauge(
             "bnserve_drift_window_rows",
             "(effective) rows in the drift window",
+            VERSION,
             registry=r,
             multiprocess_mode="livesum",
         )
         self.feature_psi = Gauge(
             "bnserve_feature_psi",
             "population stability index of a categorical or boolean feature's frequencies vs training",
-            ["feature"],
+            [*VERSION, "feature"],
             registry=r,
             multiprocess_mode="livemax",
         )
         self.feature_missing_rate = Gauge(
             "bnserve_feature_missing_rate",
             "share of the drift window's rows where the feature was missing",
-            ["feature"],
+            [*VERSION, "feature"],
             registry=r,
             multiprocess_mode="livemax",
         )
         self.drift_verdict = Gauge(
-            "bnserve_drift_verdict", "1 for the current drift verdict", ["verdict"], registry=r,
+            "bnserve_drift_verdict", "1 for the current drift verdict", [*VERSION, "verdict"], registry=r,
             multiprocess_mode="livemax",
         )  # fmt: skip
         self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._info: dict[tuple[str, ...], float] = {}  # model_info label values -> 1 serving, 0 unloaded
+        self._drift_sites: dict[tuple[str, str], list[str]] = {}  # published drift series: version -> sites
+        self._feature_series: dict[tuple[str, str], set[tuple[str, str]]] = {}  # version -> (gauge, feature)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         series = self._request_series.get((route, method, status))
@@ -147,34 +164,82 @@ class Metrics:
         series[0].inc()
         series[1].observe(seconds)
 
-    def set_model(self, artifact: Artifact) -> None:
-        self.model_info.labels(artifact.manifest.name, artifact.weights_sha256, artifact.bn_fingerprint).set(
-            1
-        )
+    def for_version(self, model: str, version: str) -> VersionSeries:
+        """Gives back the row histograms of one model version."""
+        return VersionSeries(self.predict_rows.labels(model, version), self.batch_rows.labels(model, version))
 
-    def refresh_drift(self, drift: DriftMonitor | None, features: FeatureDrift | None = None) -> None:
-        """Publishes the monitor's current numbers (or the verdict disabled)."""
-        if features is not None:
-            for f in features.report()["features"]:
-                self.feature_missing_rate.labels(f["name"]).set(f["missing_rate"] or 0.0)
+    def set_model(self, artifact: VerifiedArtifact, *, model: str | None = None, version: str = "1") -> None:
+        """Marks a version as serving (``model`` defaults to the manifest's name)."""
+        labels = (model or artifact.manifest.name, version, artifact.weights_sha256, artifact.bn_fingerprint)
+        self._info[labels] = 1.0
+        self.model_info.labels(*labels).set(1)
+
+    def set_serving(self, serving: set[tuple[str, str]]) -> None:
+        """Sets model_info to 0 for the versions not in ``serving`` (model, version): they were unloaded."""
+        for labels, was in list(self._info.items()):
+            now = 1.0 if (labels[0], labels[1]) in serving else 0.0
+            if now != was:
+                self._info[labels] = now
+                self.model_info.labels(*labels).set(now)
+
+    def refresh_drift(
+        self,
+        monitors: Mapping[tuple[str, str], DriftMonitor | None],
+        features: Mapping[tuple[str, str], FeatureDrift | None] | None = None,
+    ) -> None:
+        """Publishes each serving version's monitor's current numbers (or the verdict disabled) and its
+        per-feature numbers (a table artifact's), and drops the series of versions no longer serving."""
+        for key in (set(self._drift_sites) | set(self._feature_series)) - set(monitors):
+            self._forget_drift(*key)
+        for (model, version), feature_drift in (features or {}).items():
+            if feature_drift is None:
+                continue
+            names = self._feature_series.setdefault((model, version), set())
+            for f in feature_drift.report()["features"]:
+                self.feature_missing_rate.labels(model, version, f["name"]).set(f["missing_rate"] or 0.0)
+                names.add(("missing", f["name"]))
                 if f["psi"] is not None or f["kind"] != "numeric":
-                    self.feature_psi.labels(f["name"]).set(f["psi"] or 0.0)
-        if drift is None:
-            verdict = "disabled"
-        else:
-            scores = drift.scores()
-            for site in drift.sites:
-                self.drift_score.labels(site.name).set(scores["sites"].get(site.name, 0.0))
-            self.drift_overall.set(scores["score"] or 0.0)
-            self.drift_rows.set(scores["rows"])
-            verdict = scores["verdict"]
-        self.drift_alert.set(1.0 if verdict == "drift" else 0.0)
-        for v in VERDICTS:
-            self.drift_verdict.labels(v).set(1.0 if v == verdict else 0.0)
+                    self.feature_psi.labels(model, version, f["name"]).set(f["psi"] or 0.0)
+                    names.add(("psi", f["name"]))
+        for (model, version), drift in monitors.items():
+            self._drift_sites[model, version] = [s.name for s in drift.sites] if drift is not None else []
+            if drift is None:
+                verdict = "disabled"
+            else:
+                scores = drift.scores()
+                for site in drift.sites:
+                    self.drift_score.labels(model, version, site.name).set(
+                        scores["sites"].get(site.name, 0.0)
+                    )
+                self.drift_overall.labels(model, version).set(scores["score"] or 0.0)
+                self.drift_rows.labels(model, version).set(scores["rows"])
+                verdict = scores["verdict"]
+            self.drift_alert.labels(model, version).set(1.0 if verdict == "drift" else 0.0)
+            for v in VERDICTS:
+                self.drift_verdict.labels(model, version, v).set(1.0 if v == verdict else 0.0)
 
-    def render(self, drift: DriftMonitor | None, features: FeatureDrift | None = None) -> bytes:
+    def _forget_drift(self, model: str, version: str) -> None:
+        for gauge in (self.drift_overall, self.drift_alert, self.drift_rows):
+            with contextlib.suppress(KeyError):
+                gauge.remove(model, version)
+        for gauge_name, feature in self._feature_series.pop((model, version), set()):
+            gauge = self.feature_psi if gauge_name == "psi" else self.feature_missing_rate
+            with contextlib.suppress(KeyError):
+                gauge.remove(model, version, feature)
+        for v in VERDICTS:
+            with contextlib.suppress(KeyError):
+                self.drift_verdict.remove(model, version, v)
+        for site in self._drift_sites.pop((model, version), []):
+            with contextlib.suppress(KeyError):
+                self.drift_score.remove(model, version, site)
+
+    def render(
+        self,
+        monitors: Mapping[tuple[str, str], DriftMonitor | None],
+        features: Mapping[tuple[str, str], FeatureDrift | None] | None = None,
+    ) -> bytes:
         """Gives back every series in the text format (all workers' in multiprocess mode)."""
-        self.refresh_drift(drift, features)
+        self.refresh_drift(monitors, features)
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()

@@ -62,6 +62,10 @@ def runtime() -> dict[str, Any]:
     return resource(KSERVE / "servingruntime.yaml", "ClusterServingRuntime")
 
 
+def lean_runtime() -> dict[str, Any]:
+    return resource(KSERVE / "servingruntime-lean.yaml", "ClusterServingRuntime")
+
+
 def inference_service() -> dict[str, Any]:
     return resource(KSERVE / "inferenceservice.yaml", "InferenceService")
 
@@ -107,7 +111,7 @@ def test_kubernetes_validation_catches_a_misspelt_field() -> None:
 
 @pytest.mark.parametrize(
     ("name", "document"),
-    [("servingRuntime", runtime), ("inferenceService", inference_service)],
+    [("servingRuntime", runtime), ("servingRuntime", lean_runtime), ("inferenceService", inference_service)],
 )
 def test_kserve_resources_use_only_fields_kserve_defines(name: str, document: Any) -> None:
     schema = {**KSERVE_SCHEMA, "$ref": f"#/$defs/{name}"}
@@ -127,9 +131,10 @@ def test_the_kserve_schema_catches_a_misspelt_or_mistyped_field() -> None:
             jsonschema.validate(broken, schema)
 
 
+@pytest.mark.parametrize("served_by", [runtime, lean_runtime], ids=["torch", "lean"])
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_the_runtimes_containers_and_volumes_are_a_valid_pod(version: str) -> None:
-    spec = runtime()["spec"]
+def test_the_runtimes_containers_and_volumes_are_a_valid_pod(version: str, served_by: Any) -> None:
+    spec = served_by()["spec"]
     kubernetes_validate.validate(pod_of(spec["containers"], spec.get("volumes")), version, strict=True)
 
 
@@ -321,10 +326,11 @@ def probes_answer(process: ContainerProcess) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("served_by", [runtime, lean_runtime], ids=["torch", "lean"])
 def test_the_kserve_runtime_runs_over_mnt_models_and_tritonclient_infers_under_the_isvc_name(
-    breast_cancer_artifact: Path, tmp_path: Path
+    breast_cancer_artifact: Path, tmp_path: Path, served_by: Any
 ) -> None:
-    spec, isvc = runtime()["spec"], inference_service()
+    spec, isvc = served_by()["spec"], inference_service()
     mnt_models = Path(
         shutil.copytree(breast_cancer_artifact, tmp_path / "mnt" / "models")
     )  # the storage initializer's job
@@ -383,3 +389,16 @@ def test_the_readiness_probe_fails_while_the_artifact_is_missing(tmp_path: Path)
     with running(process, tmp_path / "runtime.log", until="livenessProbe"):
         ready = httpx.get(process.url(process.container["readinessProbe"]), timeout=10)
     assert ready.status_code == 503 and "not ready" in ready.json()["error"]
+
+
+def test_the_lean_kserve_runtime_is_the_torch_one_on_the_image_without_torch() -> None:
+    torch_spec, lean_spec = runtime()["spec"], lean_runtime()["spec"]
+    (torch_container,), (lean_container,) = torch_spec["containers"], lean_spec["containers"]
+    assert lean_runtime()["metadata"]["name"] == "bnserve-lean"
+    assert lean_container["image"] == "bnserve:lean" and torch_container["image"] != "bnserve:lean"
+    env = {e["name"]: e["value"] for e in lean_container["env"]}
+    assert env.pop("BNSERVE_RUNTIME") == "lean"
+    assert env == {e["name"]: e["value"] for e in torch_container["env"]}
+    assert not lean_spec["supportedModelFormats"][0]["autoSelect"]  # the example isvc still gets "bnserve"
+    for key in ("command", "args", "ports", "readinessProbe", "livenessProbe", "securityContext"):
+        assert lean_container[key] == torch_container[key], key

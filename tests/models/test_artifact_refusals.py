@@ -3,6 +3,9 @@
 Tensor edits are tried twice: alone (the weights checksum no longer matches, yet the error still says what
 changed) and with the checksums in manifest.json and manifest.sha256 updated to match, so the specific check
 itself has to catch it.
+
+Every test runs with both loaders, ``load_artifact`` (torch) and ``load_lean_artifact`` (numpy, no torch):
+they refuse the same artifacts with the same errors.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from models import load_artifact
+from models import load_artifact, load_lean_artifact
 from models.errors import (
     ArtifactError,
     ArtifactNotFoundError,
@@ -33,6 +36,15 @@ from models.errors import (
 
 Tensors = dict[str, torch.Tensor]
 ManifestDict = dict[str, Any]
+LOADERS: dict[str, Callable[[Path], Any]] = {"torch": load_artifact, "lean": load_lean_artifact}
+_loader: list[Callable[[Path], Any]] = [load_artifact]  # the loader of the running test
+
+
+@pytest.fixture(params=sorted(LOADERS), autouse=True)
+def loader(request: pytest.FixtureRequest) -> Callable[[Path], Any]:
+    _loader[0] = LOADERS[request.param]
+    return _loader[0]
+
 
 # ------------------------------------------------------------------------------------------ tampering
 
@@ -77,7 +89,7 @@ def layer(manifest: ManifestDict, name: str) -> dict[str, Any]:
 def refusal(artifact_dir: Path, error: type[ArtifactError], pattern: str) -> ArtifactError:
     """Gives back the error ``load_artifact`` raised, after checking its type and message."""
     with pytest.raises(error, match=pattern) as caught:
-        load_artifact(artifact_dir)
+        _loader[0](artifact_dir)
     assert type(caught.value) is error, f"expected exactly {error.__name__}, got {caught.type.__name__}"
     return caught.value
 
@@ -267,6 +279,12 @@ MANIFEST_EDITS = [
         id="another-feature-count-everywhere",
     ),
     pytest.param(
+        lambda m: layer(m, "act2").update(name="act1"),
+        ManifestError,
+        r"manifest\.json: layer names must be unique, repeated: \['act1'\]",
+        id="repeated-layer-name",
+    ),
+    pytest.param(
         lambda m: layer(m, "head").update(out_features=4),
         ManifestError,
         r"manifest\.json: the last Linear layer must have 3 outputs for task 'classification', got 4",
@@ -386,7 +404,7 @@ def test_a_changed_extra_file_is_refused_naming_it(artifact_dir: Path) -> None:
     sha = hashlib.sha256(b"exported").hexdigest()
     edit_manifest(artifact_dir, lambda m: m["files"].update({"notes.txt": sha}))
     reseal(artifact_dir)
-    assert load_artifact(artifact_dir).files == {"notes.txt": b"exported"}
+    assert _loader[0](artifact_dir).files == {"notes.txt": b"exported"}
     (artifact_dir / "notes.txt").write_bytes(b"edited")
     refusal(
         artifact_dir,

@@ -19,12 +19,17 @@ from service.inference.predictor import Predictor
 from service.monitoring.drift import drift_monitor_for
 from service.settings import Settings
 
+TEST_ADMIN_TOKEN = "test-admin-token"
+
 
 @contextmanager
 def serving(model_dir: Path, **settings: Any) -> Iterator[TestClient]:
-    """Yields a client of the app serving ``model_dir``, lifespan run; CPU so outputs compare exactly."""
+    """Yields a client of the app serving ``model_dir``, lifespan run; CPU so outputs compare exactly. The
+    client sends ``TEST_ADMIN_TOKEN``, the app's admin token, so admin endpoints (drift reset) answer."""
     settings.setdefault("device", "cpu")
-    with TestClient(create_app(Settings(model_dir=model_dir, **settings))) as client:
+    settings.setdefault("admin_token", TEST_ADMIN_TOKEN)
+    app = create_app(Settings(model_dir=model_dir, **settings))
+    with TestClient(app, headers={"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}) as client:
         yield client
 
 

@@ -1,14 +1,20 @@
-"""GET /bn-stats: every BN layer's frozen statistics, read from the unfolded network, in network order."""
+"""GET /bn-stats: every BN layer's frozen statistics, read from the unfolded network, in network order.
+
+The same answer on both runtimes: the torch network's buffers, or the arrays the lean runtime computes from
+(read from weights.safetensors); the fingerprint is recomputed from them at every request.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Query
-from torch import nn
 
-from models.bn import batchnorm_layers, model_bn_fingerprint, training_bn_layers
+from models.layers import BatchNormSpec
+from models.reader import bn_fingerprint
 from service.errors import NotFound
 from service.http.deps import PredictorDep
 from service.http.schemas import BNStats, errors
@@ -38,7 +44,9 @@ def bn_stats_view(predictor: Predictor, *, layer: str | None = None, vectors: bo
     """Gives back every BN layer's frozen statistics (or one layer's), read from the unfolded network."""
     artifact = predictor.require_ready()
     kind = artifact.manifest.bn_statistics.kind
-    layers = [_bn_entry(name, bn, vectors, kind) for name, bn in batchnorm_layers(artifact.model)]
+    state, training = artifact.state(), set(artifact.training_bn_layers())
+    specs = [s for s in artifact.manifest.layers if isinstance(s, BatchNormSpec)]
+    layers = [_bn_entry(spec, state, vectors, kind, training=spec.name in training) for spec in specs]
     if layer is not None:
         names = [entry["name"] for entry in layers]
         if layer not in names:
@@ -46,13 +54,14 @@ def bn_stats_view(predictor: Predictor, *, layer: str | None = None, vectors: bo
         layers = [entry for entry in layers if entry["name"] == layer]
     std = artifact.manifest.input_standardization
     return {
-        "model": artifact.manifest.name,
+        "model": predictor.model,
+        "version": predictor.version,
         "artifact_sha256": artifact.weights_sha256,
-        "fingerprint": model_bn_fingerprint(artifact.model),
+        "fingerprint": bn_fingerprint(state, [spec.name for spec in specs]),
         "artifact_fingerprint": artifact.bn_fingerprint,
         "statistics": kind,
         "bn_statistics": artifact.manifest.bn_statistics.model_dump(),
-        "mode": "eval" if not training_bn_layers(artifact.model) else "train",
+        "mode": "eval" if not training else "train",
         "input_standardization": {
             "layer": std.layer,
             "feature_names": artifact.manifest.input_columns,  # with preprocessing: its input columns
@@ -66,32 +75,33 @@ def bn_stats_view(predictor: Predictor, *, layer: str | None = None, vectors: bo
 
 def _live_drift(predictor: Predictor) -> dict[str, Any]:
     """Gives back where live traffic stands against these statistics: GET /drift has the details."""
+    href = f"/drift?model={predictor.model}&version={predictor.version}"
     if predictor.drift is None:
-        return {"href": "/drift", "enabled": False}
+        return {"href": href, "enabled": False}
     scores = predictor.drift.scores()
-    return {"href": "/drift", "enabled": True, "verdict": scores["verdict"], "score": scores["score"]}
+    return {"href": href, "enabled": True, "verdict": scores["verdict"], "score": scores["score"]}
 
 
 def _summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "max": max(values), "mean": math.fsum(values) / len(values)}
 
 
-def _bn_entry(name: str, bn: nn.Module, vectors: bool, statistics: str) -> dict[str, Any]:
-    assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
-    assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
-    tensors = {"running_mean": bn.running_mean, "running_var": bn.running_var}
-    if bn.affine:
-        tensors |= {"weight": bn.weight, "bias": bn.bias}
-    lists = {key: t.detach().cpu().tolist() for key, t in tensors.items()}
+def _bn_entry(
+    spec: BatchNormSpec, state: Mapping[str, np.ndarray], vectors: bool, statistics: str, *, training: bool
+) -> dict[str, Any]:
+    keys = (
+        ("running_mean", "running_var", "weight", "bias") if spec.affine else ("running_mean", "running_var")
+    )
+    lists = {key: state[f"{spec.name}.{key}"].tolist() for key in keys}
     return {
-        "name": name,
-        "kind": "2d" if isinstance(bn, nn.BatchNorm2d) else "1d",
-        "num_features": bn.num_features,
-        "momentum": bn.momentum,
-        "eps": bn.eps,
-        "num_batches_tracked": int(bn.num_batches_tracked),
+        "name": spec.name,
+        "kind": "2d" if spec.type == "BatchNorm2d" else "1d",
+        "num_features": spec.num_features,
+        "momentum": spec.momentum,
+        "eps": spec.eps,
+        "num_batches_tracked": int(state[f"{spec.name}.num_batches_tracked"]),
         "statistics": statistics,
-        "training": bn.training,
+        "training": training,
         **(lists if vectors else {}),
         "summary": {key: _summary(v) for key, v in lists.items()},
     }

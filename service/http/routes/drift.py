@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from service.http.auth import ADMIN_ERRORS, AdminOnly
 from service.http.deps import PredictorDep
 from service.http.schemas import DriftReport, DriftReset, errors
 from service.inference.predictor import Predictor
@@ -46,10 +47,11 @@ def drift(
 
 @router.post(
     "/drift/reset",
-    summary="Start a new drift window (this worker's)",
+    summary="Start a new drift window (this worker's, of this model version); needs the admin token",
+    dependencies=[AdminOnly],
     response_model=DriftReset,
     response_model_exclude_unset=True,
-    responses=errors(503),
+    responses={**errors(400, 404, 503), **ADMIN_ERRORS},
 )
 def reset(predictor: PredictorDep) -> dict[str, Any]:
     monitor = _monitor(predictor)
@@ -76,4 +78,8 @@ def _monitor(predictor: Predictor) -> DriftMonitor | None:
 
 def _identity(predictor: Predictor) -> dict[str, Any]:
     artifact = predictor.require_ready()
-    return {"model": artifact.manifest.name, "artifact_sha256": artifact.weights_sha256}
+    return {
+        "model": predictor.model,
+        "version": predictor.version,
+        "artifact_sha256": artifact.weights_sha256,
+    }

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from service.errors import NotReady
-from service.http.deps import PredictorDep
+from service.errors import NotReady, ServiceError
+from service.http.deps import RegistryDep
 from service.http.schemas import Alive, Ready, errors
 
 router = APIRouter(tags=["health"])
@@ -24,8 +24,15 @@ def healthz() -> dict[str, str]:
     response_model=Ready,
     responses=errors(503),
 )
-def readyz(predictor: PredictorDep) -> dict[str, Any]:
-    if not predictor.ready:
-        raise NotReady(f"not ready: {predictor.error}")
-    artifact = predictor.require_ready()
-    return {"status": "ready", "model": artifact.manifest.name, "artifact_sha256": artifact.weights_sha256}
+def readyz(registry: RegistryDep) -> dict[str, Any]:
+    try:
+        with registry.lease() as served:
+            predictor = served.value
+            return {
+                "status": "ready",
+                "model": predictor.model,
+                "version": predictor.version,
+                "artifact_sha256": predictor.artifact_sha256,
+            }
+    except ServiceError as e:  # the default model has no version serving
+        raise NotReady(f"not ready: {e.message}") from None

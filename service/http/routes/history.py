@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from models.errors import ManifestError
 from models.history import HISTORY_FILE, read_history
@@ -18,22 +16,13 @@ router = APIRouter(tags=["inspect"])
 @router.get(
     "/history",
     response_model=HistoryResponse,
-    responses=errors(404, 422, 503),
+    responses=errors(400, 404, 422, 503),
     summary="The training history: loss and metric per epoch, each BN layer's running statistics per epoch",
 )
-def history(
-    predictor: PredictorDep,
-    model: Annotated[str | None, Query(description="model name (default: the served model)")] = None,
-    version: Annotated[
-        str | None, Query(description="model version (a single artifact is version 1)")
-    ] = None,
-) -> HistoryResponse:
+def history(predictor: PredictorDep) -> HistoryResponse:
+    """``?model=&version=`` (PredictorDep) pick the version, as for every view."""
     artifact = predictor.require_ready()
-    name = artifact.manifest.name
-    if (model is not None and model != name) or (version is not None and version != "1"):
-        raise NotFound(
-            f"no model {model or name!r} version {version or '1'!r}; this server serves {name!r} version '1'"
-        )
+    name = predictor.model or artifact.manifest.name
     try:
         recorded = read_history(artifact)
     except ManifestError as e:
@@ -43,4 +32,6 @@ def history(
             f"model {name!r} has no training history: its artifact has no {HISTORY_FILE} (trained before "
             "bnserve recorded one, or saved without it)"
         )
-    return HistoryResponse(model=name, artifact_sha256=artifact.weights_sha256, history=recorded)
+    return HistoryResponse(
+        model=name, version=predictor.version, artifact_sha256=artifact.weights_sha256, history=recorded
+    )

@@ -28,7 +28,8 @@ def metadata_view(predictor: Predictor) -> dict[str, Any]:
     m = artifact.manifest
     s = predictor.settings
     return {
-        "name": m.name,
+        "name": predictor.model,
+        "version": predictor.version,
         "task": m.task,
         "feature_names": m.feature_names,
         "features": [f.model_dump() for f in feature_infos(m.feature_names, m.preprocessing)],
@@ -45,6 +46,7 @@ def metadata_view(predictor: Predictor) -> dict[str, Any]:
         "batchnorm": [b.model_dump() for b in artifact.batchnorm],
         "bn_statistics": m.bn_statistics.model_dump(),
         "serving": {
+            "runtime": s.runtime,
             "device": str(predictor.device),
             "bn_folded": s.fold_bn,
             "fold_max_abs_diff": predictor.fold_max_abs_diff,

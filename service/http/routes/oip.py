@@ -12,24 +12,31 @@ KServe speak.
 network and drift monitor as /predict's, so the same rows give the same numbers, merged into the same forward
 passes. The message formats are service/inference/oip.py's; the tensor names models/signature.py's.
 
-Which model a path names is decided by ``served_model`` alone, so that a server of several models changes only
-that function: today one artifact is served, under its manifest name (or ``BNSERVE_MODEL_NAME``), version "1".
+Which model a path names is decided by ``served_model`` alone: the model repository's registry
+(service/inference/repository) resolves the name and version, and the request holds that one version until
+its answer is built, as /predict does. A single artifact is a one-model repository, served under its manifest
+name (or ``BNSERVE_MODEL_NAME``), version "1".
 """
 
 from __future__ import annotations
 
+import weakref
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from starlette.datastructures import State
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from models import __version__
+from models.repository import MODEL_NAME_PATTERN, VERSION_PATTERN
 from models.signature import Signature, signature
-from service.errors import BadRequest, NotFound, NotReady, PayloadTooLarge, UnsupportedMediaType
+from service.errors import BadRequest, NotReady, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from service.http.auth import ReadersOnly, check_reader
 from service.http.errors import send_answer
 from service.http.oip_schemas import (
     InferenceRequest,
@@ -57,18 +64,21 @@ from service.inference.oip import (
     tensor_metadata,
 )
 from service.inference.predictor import Predictor
+from service.inference.repository import ModelRegistry
 from service.settings import Settings
 
 SERVER_NAME = "bnserve"
 EXTENSIONS = ["binary_tensor_data"]
 PLATFORM = "bnserve_pytorch"  # Triton's "<runtime>_<format>" style: bnserve serving a PyTorch network
-VERSION = "1"  # a single artifact is version 1 (CONTRACTS: a repository's directory number otherwise)
 MODELS = "/v2/models/"
 INFER = "/infer"
 INFER_ROUTES = (f"{MODELS}{{model}}{INFER}", f"{MODELS}{{model}}/versions/{{version}}{INFER}")
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (404, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 404, 503)}
 
 router = APIRouter(tags=["open inference protocol"])
+# The patterns are documented, not enforced here: the registry refuses a bad name with a 400 saying why.
+ModelPath = Annotated[str, Path(json_schema_extra={"pattern": MODEL_NAME_PATTERN})]
+VersionPath = Annotated[str, Path(json_schema_extra={"pattern": VERSION_PATTERN})]
 
 
 @dataclass(frozen=True)
@@ -83,31 +93,34 @@ class ServedModel:
     feature_names: list[str]
 
 
-def served_model(state: State, name: str, version: str | None) -> ServedModel:
-    """Gives back the model that ``/v2/models/{name}[/versions/{version}]`` names; raises NotFound (404) for
-    another name or version, NotReady (503) while no artifact is loaded.
+@contextmanager
+def served_model(state: State, name: str, version: str | None) -> Iterator[ServedModel]:
+    """Yields the model version that ``/v2/models/{name}[/versions/{version}]`` names, held until the caller
+    is done with it; raises BadRequest (400) for a malformed name or version, NotFound (404) for one not in
+    the repository or not serving, NotReady (503) while the model has no version ready.
 
-    ``version`` None is the server's choice: the latest (today the only) version.
+    ``version`` None is the server's choice: the highest version serving.
     """
-    predictor: Predictor = state.predictor
-    artifact = predictor.require_ready()
-    served: ServedModel | None = getattr(state, "oip_model", None)
-    if served is None or served.predictor.artifact is not artifact:  # built once per loaded artifact
-        settings: Settings = state.settings
-        m = artifact.manifest
+    registry: ModelRegistry[Predictor] = state.registry
+    with registry.lease(name, version) as lease:
+        yield _served(lease.value)
+
+
+_SERVED: weakref.WeakKeyDictionary[Predictor, ServedModel] = weakref.WeakKeyDictionary()
+
+
+def _served(predictor: Predictor) -> ServedModel:
+    """Gives back the protocol's view of a loaded version, built once per version."""
+    served = _SERVED.get(predictor)
+    if served is None:
+        m = predictor.require_ready().manifest
         sig = signature(m)
-        model_name = settings.model_name or m.name
+        name = predictor.model or m.name
         encoder = InferResponseEncoder(
-            model_name=model_name, model_version=VERSION, signature=sig, class_labels=m.class_labels
+            model_name=name, model_version=predictor.version, signature=sig, class_labels=m.class_labels
         )
-        served = ServedModel(model_name, VERSION, predictor, sig, encoder, m.feature_names)
-        state.oip_model = served
-    if name != served.name:
-        raise NotFound(
-            f"no model {name!r}: this server serves {served.name!r} (GET /v2/models/{served.name})"
-        )
-    if version is not None and version != served.version:
-        raise NotFound(f"model {name!r} has no version {version!r}; its versions are [{served.version!r}]")
+        served = ServedModel(name, predictor.version, predictor, sig, encoder, m.feature_names)
+        _SERVED[predictor] = served
     return served
 
 
@@ -131,39 +144,69 @@ def server_live() -> ServerLive:
     summary="Ready: the model is loaded and passed its self-test (503 otherwise)",
 )
 def server_ready(request: Request) -> ServerReady:
-    predictor: Predictor = request.app.state.predictor
-    if not predictor.ready:
-        raise NotReady(f"not ready: {predictor.error}")
+    registry: ModelRegistry[Predictor] = request.app.state.registry
+    try:
+        registry.lease().release()
+    except ServiceError as e:  # the default model has no version serving
+        raise NotReady(f"not ready: {e.message}") from None
     return ServerReady(ready=True)
 
 
-@router.get("/v2/models/{model}", response_model=ModelMetadata, responses=_ERRORS, summary="Model metadata")
+@router.get(
+    "/v2/models/{model}",
+    response_model=ModelMetadata,
+    responses=_ERRORS,
+    summary="Model metadata",
+    dependencies=[ReadersOnly],
+)
+def model_metadata(request: Request, model: ModelPath) -> ModelMetadata:
+    return _metadata(request, model, None)
+
+
 @router.get(
     "/v2/models/{model}/versions/{version}",
     response_model=ModelMetadata,
     responses=_ERRORS,
     summary="Model metadata of one version",
+    dependencies=[ReadersOnly],
 )
-def model_metadata(request: Request, model: str, version: str | None = None) -> ModelMetadata:
-    served = served_model(request.app.state, model, version)
-    return ModelMetadata(
-        name=served.name,
-        versions=[served.version],
-        platform=PLATFORM,
-        **tensor_metadata(served.signature),
-    )
+def model_version_metadata(request: Request, model: ModelPath, version: VersionPath) -> ModelMetadata:
+    return _metadata(request, model, version)
 
 
-@router.get("/v2/models/{model}/ready", response_model=ModelReady, responses=_ERRORS, summary="Model ready")
+def _metadata(request: Request, model: str, version: str | None) -> ModelMetadata:
+    registry: ModelRegistry[Predictor] = request.app.state.registry
+    with served_model(request.app.state, model, version) as served:
+        return ModelMetadata(
+            name=served.name,
+            versions=[str(v) for v in registry.serving_versions(served.name)],
+            platform=PLATFORM,
+            **tensor_metadata(served.signature),
+        )
+
+
+@router.get(
+    "/v2/models/{model}/ready",
+    response_model=ModelReady,
+    responses=_ERRORS,
+    summary="Model ready",
+    dependencies=[ReadersOnly],
+)
+def model_ready(request: Request, model: ModelPath) -> ModelReady:
+    with served_model(request.app.state, model, None) as served:
+        return ModelReady(name=served.name, ready=True)
+
+
 @router.get(
     "/v2/models/{model}/versions/{version}/ready",
     response_model=ModelReady,
     responses=_ERRORS,
     summary="Model version ready",
+    dependencies=[ReadersOnly],
 )
-def model_ready(request: Request, model: str, version: str | None = None) -> ModelReady:
-    served = served_model(request.app.state, model, version)
-    return ModelReady(name=served.name, ready=True)
+def model_version_ready(request: Request, model: ModelPath, version: VersionPath) -> ModelReady:
+    with served_model(request.app.state, model, version) as served:
+        return ModelReady(name=served.name, ready=True)
 
 
 # ---------------------------------------------------------------------------------------------- inference
@@ -221,8 +264,18 @@ class Infer:
                 "503": {"description": "the model is not ready", **error},
             },
         }
-        model = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
-        version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+        model = {
+            "name": "model",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": MODEL_NAME_PATTERN},
+        }
+        version = {
+            "name": "version",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": VERSION_PATTERN},
+        }
         return {
             INFER_ROUTES[0]: {"post": {**operation, "operationId": "infer", "parameters": [model]}},
             INFER_ROUTES[1]: {
@@ -242,10 +295,11 @@ async def _infer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
     settings: Settings = state.settings
     target = infer_target(scope["path"])
     assert target is not None  # BNServe dispatches only inference paths here
-    served = served_model(state, *target)
-    content_type, declared, header_length, encoding = b"", None, None, b""
+    content_type, declared, header_length, encoding, authorization = b"", None, None, b"", None
     for name, value in scope["headers"]:
-        if name == b"content-type":
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"content-type":
             content_type = value
         elif name == b"content-length":
             declared = value
@@ -253,6 +307,8 @@ async def _infer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
             header_length = value
         elif name == b"content-encoding":
             encoding = value.strip().lower()
+    if settings.read_token is not None:
+        check_reader(settings, authorization)
     if media_type(content_type) not in READ_MEDIA_TYPES:
         raise UnsupportedMediaType(
             "expected no Content-Type, application/json or application/octet-stream (JSON, then binary tensors "
@@ -265,16 +321,17 @@ async def _infer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
         return 499, b"", []
     if encoding not in (b"", b"identity"):
         body = _decompress(body, encoding, settings.max_body_bytes)
-    request = parse_infer_request(
-        body,
-        header_length,
-        feature_names=served.feature_names,
-        signature=served.signature,
-        max_rows=settings.max_rows,
-        encoder=served.predictor.encoder,
-    )
-    out, logits = await served.predictor.predict_outputs(request.rows)
-    return 200, *served.encoder.encode(request, out, logits)
+    with served_model(state, *target) as served:  # the whole request runs on this one version
+        request = parse_infer_request(
+            body,
+            header_length,
+            feature_names=served.feature_names,
+            signature=served.signature,
+            max_rows=settings.max_rows,
+            encoder=served.predictor.encoder,
+        )
+        out, logits = await served.predictor.predict_outputs(request.rows)
+        return 200, *served.encoder.encode(request, out, logits)
 
 
 def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:

@@ -14,21 +14,25 @@ from __future__ import annotations
 
 import functools
 from typing import Any
+from urllib.parse import parse_qs
 
 from pydantic import BaseModel
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
+from models.repository import MODEL_NAME_PATTERN, VERSION_PATTERN
 from service.errors import PayloadTooLarge, UnsupportedMediaType
+from service.http.auth import check_reader
 from service.http.errors import JSON_HEADERS, send_answer
 from service.http.schemas import ERROR_DESCRIPTIONS, ErrorResponse, PredictRequest, PredictResponse
 from service.inference.answers import FLOAT32_MEDIA_TYPE, Headers
 from service.inference.inputs import parse_float32_rows, parse_instances
 from service.inference.predictor import Predictor
+from service.inference.repository import ModelRegistry
 from service.settings import Settings
 
 PATH = "/predict"
-ERROR_STATUSES = (400, 413, 415, 422, 503)
+ERROR_STATUSES = (400, 401, 404, 413, 415, 422, 503)
 _PARSERS = {b"application/json": parse_instances, b"application/octet-stream": parse_float32_rows}
 
 
@@ -78,6 +82,22 @@ class Predict:
                 "tags": ["predict"],
                 "summary": "Predict with the frozen BN statistics (eval mode); one row or many",
                 "operationId": "predict",
+                "parameters": [
+                    {
+                        "name": "model",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": MODEL_NAME_PATTERN},
+                        "description": "the model (default: BNSERVE_DEFAULT_MODEL, else the only or first one)",
+                    },
+                    {
+                        "name": "version",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": VERSION_PATTERN},
+                        "description": "the version (default: the model's highest version serving)",
+                    },
+                ],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -173,9 +193,9 @@ async def _answer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
     """Gives back (200, the answer, its headers), or (499, b"", []) when the client left; raises
     ServiceError on bad input."""
     state = scope["app"].state
-    predictor: Predictor = state.predictor
+    registry: ModelRegistry[Predictor] = state.registry
     settings: Settings = state.settings
-    content_type, declared, accept = b"", None, b""
+    content_type, declared, accept, authorization = b"", None, b"", None
     for name, value in scope["headers"]:
         if name == b"content-type":
             content_type = value
@@ -183,6 +203,10 @@ async def _answer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
             declared = value
         elif name == b"accept":
             accept = value if not accept else accept + b"," + value
+        elif name == b"authorization":
+            authorization = value.decode("latin-1")
+    if settings.read_token is not None:
+        check_reader(settings, authorization)
     parse = _PARSERS.get(content_type.split(b";")[0].strip().lower())
     if parse is None:
         got = content_type.decode("latin-1") or "none"
@@ -194,12 +218,22 @@ async def _answer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
         body = await _read_body(receive, settings.max_body_bytes, declared)
     except _ClientGone:
         return 499, b"", []
-    rows = parse(body, predictor.feature_names, max_rows=settings.max_rows, encoder=predictor.encoder)
-    out = await predictor.predict(rows)
-    assert predictor.answers is not None  # predict raised NotReady otherwise
-    if accept and prefers_float32(accept):
-        return 200, *predictor.answers.encode_float32(out)
-    return 200, predictor.answers.encode(out), JSON_HEADERS
+    model, version = _model_and_version(scope["query_string"]) if scope["query_string"] else (None, None)
+    with registry.lease(model, version) as served:  # the whole request runs on this one version
+        predictor = served.value
+        rows = parse(body, predictor.feature_names, max_rows=settings.max_rows, encoder=predictor.encoder)
+        out = await predictor.predict(rows)
+        assert predictor.answers is not None  # predict raised NotReady otherwise
+        if accept and prefers_float32(accept):
+            return 200, *predictor.answers.encode_float32(out)
+        return 200, predictor.answers.encode(out), JSON_HEADERS
+
+
+def _model_and_version(query: bytes) -> tuple[str | None, str | None]:
+    """Gives back ``?model=`` and ``?version=`` (None when absent); the registry validates them."""
+    params = parse_qs(query.decode("latin-1"), keep_blank_values=True)
+    model, version = params.get("model"), params.get("version")
+    return (model[-1] if model else None), (version[-1] if version else None)
 
 
 @functools.lru_cache(maxsize=256)  # a client sends the same Accept every time: one parse per distinct value

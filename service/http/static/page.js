@@ -326,7 +326,8 @@ async function loadModel() {
   return true;
 }
 
-// GET /models (a model repository) lets the user pick; without it (404) the page shows the single model.
+// GET /models (a model repository) lets the user pick; with one model in one version, or without it (404),
+// the page shows the single model.
 async function setupPicker() {
   let answer;
   try {
@@ -337,7 +338,7 @@ async function setupPicker() {
     return;
   }
   const models = answer.models || [];
-  if (!models.length) return;
+  if (!models.length || (models.length === 1 && models[0].versions.length <= 1)) return;
   const modelSelect = $("model-select"), versionSelect = $("version-select");
   if (!selection.model) selection.model = answer.default || models[0].name;
   const fillVersions = () => {

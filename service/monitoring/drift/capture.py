@@ -4,18 +4,28 @@
 batcher's worker thread (both at once, for a small and a large batch): they keep references to the values
 and hand the batch to the window as one block at its end. Readers take a ``snapshot`` under the same lock
 and do the arithmetic outside it. A fault here stops the capture (``error``) and never fails a prediction.
+
+The values are torch tensors from the torch runtime (on its device) or numpy arrays from the lean runtime;
+either is kept as it comes, and this module imports torch only when it is handed a tensor.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
-import torch
 
 from service.monitoring.drift.stats import Layout, moment_sums
 from service.monitoring.drift.windows import Block, Snapshot, Window
+
+if TYPE_CHECKING:
+    import torch
+
+    Array: TypeAlias = np.ndarray | torch.Tensor
+else:
+    Array = Any
 
 log = logging.getLogger("bnserve")
 
@@ -32,13 +42,13 @@ class Capture:
         self.positions: dict[str, int] = {}  # H*W of each 2d layer, from its first batch
         self.error: str | None = None
         self._kinds = {s.name: (s.kind, s.num_channels) for s in layout.flat + layout.spatial}
-        self._staged: list[torch.Tensor] = []  # small batches' rows (k, C_raw), not in the window yet
+        self._staged: list[Array] = []  # small batches' rows (k, C_raw), not in the window yet
         self._staged_rows = 0
         self._rows_committed = 0
         self._lock = threading.Lock()
         window.bind(layout.raw_width, self.moment_sums)
 
-    def begin(self, x: torch.Tensor) -> Batch | IgnoredBatch:
+    def begin(self, x: Array) -> Batch | IgnoredBatch:
         """Starts watching one serving batch: its raw input rows ``x`` (B, F)."""
         return IGNORED if self.error is not None else Batch(self, x)
 
@@ -46,27 +56,27 @@ class Capture:
         """Gives back the (weighted) moment sums (MOMENTS, C) of window rows ``raw`` (k, C_raw)."""
         return moment_sums(self.layout, self.positions, raw, weights)
 
-    def raw_values(self, name: str, h: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
+    def raw_values(self, name: str, h: Array) -> list[tuple[int, int, Array]]:
         """Gives back (first raw column, width, values (B, width)) of what the window keeps of BN slot
         ``name``'s output: a 1d layer's values; a 2d layer's per-row sums and root sums of squares over H*W."""
         col, (kind, c) = self.layout.raw_columns[name], self._kinds[name]
         if kind == "1d":
             return [(col, c, h)]
-        y = h.flatten(2)  # (B, C, H*W); sums and norms, because torch.var_mean is far slower on CPU
-        if self.positions.setdefault(name, y.shape[2]) != y.shape[2]:
-            raise ValueError(f"{name} had {self.positions[name]} positions per channel, now {y.shape[2]}")
-        return [(col, c, y.sum(dim=2)), (col + c, c, torch.linalg.vector_norm(y, dim=2))]
+        positions, sums, norms = _spatial_sums(h)
+        if self.positions.setdefault(name, positions) != positions:
+            raise ValueError(f"{name} had {self.positions[name]} positions per channel, now {positions}")
+        return [(col, c, sums), (col + c, c, norms)]
 
-    def take(self, rows: int, parts: list[torch.Tensor]) -> None:
+    def take(self, rows: int, parts: list[Array]) -> None:
         """Takes one batch's raw columns ``parts`` (each (rows, width), in raw-column order)."""
         if (width := sum(p.shape[1] for p in parts)) != self.layout.raw_width:
             raise ValueError(f"expected {self.layout.raw_width} values per row, got {width}")
         if rows > self.SMALL_ROWS:
             self._add(Block(rows, parts))
         else:
-            self._stage(torch.cat(parts, dim=1))
+            self._stage(_concat(parts, axis=1))
 
-    def fail(self, e: Exception, tensor: torch.Tensor | None) -> None:
+    def fail(self, e: Exception, tensor: Array | None) -> None:
         """Stops the capture, saying why; ``reset`` restarts it."""
         shape = f" on a tensor of shape {tuple(tensor.shape)}" if tensor is not None else ""
         self.error = f"the drift monitor stopped{shape}: {type(e).__name__}: {e}"
@@ -103,7 +113,7 @@ class Capture:
         except Exception as e:  # a monitor fault must never fail a prediction
             self.fail(e, None)
 
-    def _stage(self, rows: torch.Tensor) -> None:
+    def _stage(self, rows: Array) -> None:
         """Queues a small batch's rows (k, C_raw); they enter the window together, STAGE_ROWS at a time."""
         with self._lock:
             self._staged.append(rows)
@@ -115,7 +125,7 @@ class Capture:
         """Moves the staged rows into the window as one block, oldest first (under the lock)."""
         if not self._staged:
             return
-        rows = self._staged[0] if len(self._staged) == 1 else torch.cat(self._staged)
+        rows = self._staged[0] if len(self._staged) == 1 else _concat(self._staged, axis=0)
         self._staged, self._staged_rows = [], 0
         block = Block(len(rows), [rows])
         self.window.prepare(block)
@@ -133,12 +143,12 @@ class Batch:
 
     __slots__ = ("capture", "kept", "rows")
 
-    def __init__(self, capture: Capture, x: torch.Tensor) -> None:
+    def __init__(self, capture: Capture, x: Array) -> None:
         self.capture = capture
         self.rows = len(x)
-        self.kept: dict[int, torch.Tensor] = {0: x}  # first raw column -> (B, width)
+        self.kept: dict[int, Array] = {0: x}  # first raw column -> (B, width)
 
-    def see(self, name: str, h: torch.Tensor) -> None:
+    def see(self, name: str, h: Array) -> None:
         """Takes what the window keeps of BN slot ``name``'s output (B, C) or (B, C, H, W)."""
         capture = self.capture
         if capture.error is not None:
@@ -168,7 +178,7 @@ class Batch:
 class IgnoredBatch:
     """What ``begin`` gives back while the capture is stopped: sees nothing."""
 
-    def see(self, name: str, h: torch.Tensor) -> None:
+    def see(self, name: str, h: Array) -> None:
         pass
 
     def end(self) -> None:
@@ -176,3 +186,24 @@ class IgnoredBatch:
 
 
 IGNORED = IgnoredBatch()
+
+
+def _spatial_sums(h: Array) -> tuple[int, Array, Array]:
+    """Gives back H*W and, per row and channel, the sum and the root sum of squares of ``h`` (B, C, H, W)
+    over H*W: sums and norms, because a variance over H*W is far slower to compute on a CPU."""
+    if isinstance(
+        h, np.ndarray
+    ):  # the lean runtime's channels-last activations seen as (B, C, H, W): no copy
+        return h.shape[2] * h.shape[3], h.sum(axis=(2, 3)), np.sqrt(np.square(h).sum(axis=(2, 3)))
+    import torch
+
+    y = h.flatten(2)  # (B, C, H*W)
+    return y.shape[2], y.sum(dim=2), torch.linalg.vector_norm(y, dim=2)
+
+
+def _concat(parts: list[Array], *, axis: int) -> Array:
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts, axis=axis)
+    import torch
+
+    return torch.cat(cast("list[torch.Tensor]", parts), dim=axis)

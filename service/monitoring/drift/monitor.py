@@ -15,13 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import torch
 
-from models import Artifact
-from models.bn import batchnorm_layers
-from service.monitoring.drift.capture import Batch, Capture, IgnoredBatch
+from models.reader import VerifiedArtifact
+from service.monitoring.drift.capture import Array, Batch, Capture, IgnoredBatch
 from service.monitoring.drift.report import Verdict, report, verdict_of
-from service.monitoring.drift.sites import INPUT, Site, bn_site, input_site
+from service.monitoring.drift.sites import INPUT, Site, sites_of
 from service.monitoring.drift.stats import Layout, SiteDrift
 from service.monitoring.drift.windows import MOMENTS, Window, make_window
 from service.settings import Settings
@@ -43,17 +41,20 @@ class DriftMonitor:
 
     @classmethod
     def for_artifact(
-        cls, artifact: Artifact, window: Window, *, min_rows: int, threshold: float
+        cls, artifact: VerifiedArtifact, window: Window, *, min_rows: int, threshold: float
     ) -> DriftMonitor:
-        """Gives back a monitor of the artifact's input and every BN layer, read from the unfolded network."""
-        if inplace := [name for name, m in artifact.model.named_modules() if getattr(m, "inplace", False)]:
+        """Gives back a monitor of the artifact's input and every BN layer, read from the unfolded network
+        (a torch ``Artifact`` or a ``LeanArtifact``)."""
+        model = getattr(artifact, "model", None)  # a torch network; the numpy one never writes in place
+        if model is not None and (
+            inplace := [name for name, m in model.named_modules() if getattr(m, "inplace", False)]
+        ):
             # The monitor keeps activations by reference; an in-place layer would overwrite them.
             raise ValueError(f"the drift monitor needs a network without in-place layers, got {inplace}")
-        sites = [input_site(artifact)] + [bn_site(name, bn) for name, bn in batchnorm_layers(artifact.model)]
-        return cls(sites, window, min_rows=min_rows, threshold=threshold)
+        return cls(sites_of(artifact), window, min_rows=min_rows, threshold=threshold)
 
-    def begin(self, x: torch.Tensor) -> Batch | IgnoredBatch:
-        """Starts watching one serving batch: its raw input rows ``x`` (B, F)."""
+    def begin(self, x: Array) -> Batch | IgnoredBatch:
+        """Starts watching one serving batch: its raw input rows ``x`` (B, F), numpy or torch."""
         return self.capture.begin(x)
 
     @property
@@ -115,7 +116,7 @@ class DriftMonitor:
         return {"rows": rows, "sites": per_site, "score": score, "verdict": self.verdict(rows, score)}
 
 
-MonitorFactory = Callable[[Artifact], DriftMonitor]
+MonitorFactory = Callable[[VerifiedArtifact], DriftMonitor]
 
 
 def drift_monitor_for(settings: Settings) -> MonitorFactory | None:
@@ -123,7 +124,7 @@ def drift_monitor_for(settings: Settings) -> MonitorFactory | None:
     if not settings.drift_enabled:
         return None
 
-    def build(artifact: Artifact) -> DriftMonitor:
+    def build(artifact: VerifiedArtifact) -> DriftMonitor:
         s = settings
         window = make_window(s.drift_window_mode, rows=s.drift_window, half_life=s.drift_decay)
         return DriftMonitor.for_artifact(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from torch import nn
 
-from models import Artifact
+from models.layers import BatchNormSpec
+from models.reader import VerifiedArtifact
 
 INPUT = "input"  # the site name of the input features
 
@@ -33,7 +34,7 @@ class Site:
         return len(self.channels)
 
 
-def input_site(artifact: Artifact) -> Site:
+def input_site(artifact: VerifiedArtifact) -> Site:
     """Gives back the input features as a site, against the manifest's input standardization."""
     std = artifact.manifest.input_standardization
     mean = np.asarray(std.mean, dtype=np.float64)
@@ -53,24 +54,30 @@ def input_site(artifact: Artifact) -> Site:
     )
 
 
-def bn_site(name: str, bn: nn.modules.batchnorm._BatchNorm) -> Site:
-    """Gives back one BN layer as a site; its buffers are copied, never written."""
-    assert bn.running_mean is not None and bn.running_var is not None
-    rm = bn.running_mean.detach().double().cpu().numpy().copy()
-    rv = bn.running_var.detach().double().cpu().numpy().copy()
+def bn_site(spec: BatchNormSpec, state: Mapping[str, np.ndarray]) -> Site:
+    """Gives back one BN layer as a site, its statistics copied from ``state`` (the network's tensors)."""
+    rm = np.array(state[f"{spec.name}.running_mean"], dtype=np.float64)
+    rv = np.array(state[f"{spec.name}.running_var"], dtype=np.float64)
     c = len(rm)
-    weight = bn.weight.detach().double().cpu().numpy().copy() if bn.affine else np.ones(c)
-    bias = bn.bias.detach().double().cpu().numpy().copy() if bn.affine else np.zeros(c)
+    weight = np.array(state[f"{spec.name}.weight"], dtype=np.float64) if spec.affine else np.ones(c)
+    bias = np.array(state[f"{spec.name}.bias"], dtype=np.float64) if spec.affine else np.zeros(c)
     silent = np.abs(weight) < 1e-12
     return Site(
-        name=name,
-        kind="2d" if isinstance(bn, nn.BatchNorm2d) else "1d",
+        name=spec.name,
+        kind="2d" if spec.type == "BatchNorm2d" else "1d",
         channels=[str(i) for i in range(c)],
         ref_mean=rm,
         ref_var=rv,
-        eps=float(bn.eps),
-        unit=np.sqrt(rv + bn.eps),
+        eps=float(spec.eps),
+        unit=np.sqrt(rv + spec.eps),
         offset=bias,
         scale=np.where(silent, 1.0, weight),
         silent=silent,
     )
+
+
+def sites_of(artifact: VerifiedArtifact) -> list[Site]:
+    """Gives back the input and every BN layer of ``artifact``, in network order, from the unfolded network."""
+    state = artifact.state()
+    bns = [s for s in artifact.manifest.layers if isinstance(s, BatchNormSpec)]
+    return [input_site(artifact)] + [bn_site(spec, state) for spec in bns]

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 MOMENTS = 5  # m, q, m², q², q*m per channel
 
@@ -30,12 +32,12 @@ class Block:
     them into a ring would (docs/PERFORMANCE.md)."""
 
     rows: int
-    parts: list[torch.Tensor]  # each (rows, width) on the serving device, in raw-column order
+    parts: list[np.ndarray | torch.Tensor]  # each (rows, width): numpy, or torch on the serving device
     sums: np.ndarray | None = None  # decay window: the block's weighted moment sums, once prepared
 
     def numpy(self, first: int = 0) -> np.ndarray:
         """Gives back rows ``first:`` as one float32 array (rows - first, C_raw), for reading only."""
-        parts = [p[first:].cpu().numpy() for p in self.parts]
+        parts = [p[first:] if isinstance(p, np.ndarray) else p[first:].cpu().numpy() for p in self.parts]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 

@@ -32,9 +32,10 @@ def precise_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-@pytest.fixture(scope="module")
-def precise_client(precise_artifact: Path) -> Iterator[TestClient]:
-    with serving(precise_artifact) as client:
+@pytest.fixture(scope="module", params=["torch", "lean"])
+def precise_client(precise_artifact: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    """Served by both runtimes (the lean one reads the statistics from weights.safetensors)."""
+    with serving(precise_artifact, runtime=request.param) as client:
         yield client
 
 

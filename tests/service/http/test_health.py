@@ -30,6 +30,7 @@ def test_readyz_is_ready_once_the_artifact_is_loaded(
     assert response.json() == {
         "status": "ready",
         "model": manifest_of(breast_cancer_artifact)["name"],
+        "version": "1",
         "artifact_sha256": hashlib.sha256(
             (breast_cancer_artifact / "weights.safetensors").read_bytes()
         ).hexdigest(),

@@ -29,8 +29,9 @@ ROW: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def table_client(table_artifact: Path) -> Iterator[TestClient]:
-    with serving(table_artifact, drift_min_rows=50, drift_window=400) as client:
+def table_client(table_artifact: Path, runtime: str) -> Iterator[TestClient]:
+    """Serves the mixed-CSV model on each runtime (tests/service/conftest.py): both encode the raw rows."""
+    with serving(table_artifact, runtime=runtime, drift_min_rows=50, drift_window=400) as client:
         yield client
 
 
@@ -150,8 +151,8 @@ def test_drift_reports_category_frequencies_and_missing_rates_against_training(
     assert after["region"]["verdict"] == "ok"
     assert report["verdict"] == "drift" and report["alert"] is True
     metrics = table_client.get("/metrics").text
-    assert re.search(r'bnserve_feature_psi\{feature="plan"\} [0-9.]+', metrics)
-    assert 'bnserve_feature_missing_rate{feature="age"} 1.0' in metrics
+    assert re.search(r'bnserve_feature_psi\{feature="plan",model="customers",version="1"\} [0-9.]+', metrics)
+    assert 'bnserve_feature_missing_rate{feature="age",model="customers",version="1"} 1.0' in metrics
 
 
 def test_bn_stats_names_the_input_columns_the_preprocessing_makes(table_client: TestClient) -> None:

@@ -69,9 +69,7 @@ def test_history_of_another_model_is_a_404_naming_the_served_one(client: TestCli
     answer = client.get("/history", params={"model": "wine"})
 
     assert answer.status_code == 404
-    assert answer.json() == {
-        "error": "no model 'wine' version '1'; this server serves 'breast_cancer' version '1'"
-    }
+    assert "no model 'wine': this server serves 'breast_cancer'" in answer.json()["error"]
 
 
 def test_an_artifact_without_a_history_answers_404_with_the_reason(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-import service.inference.predictor
+import service.inference.runtime
 from models import Artifact, batchnorm_layers, load_artifact
 from service.inference.predictor import Predictor
 from service.settings import Settings
@@ -27,7 +27,7 @@ def bn_forced_into_training(monkeypatch: pytest.MonkeyPatch, breast_cancer_artif
         dict(batchnorm_layers(artifact.model))[last_bn].train()
         return artifact
 
-    monkeypatch.setattr(service.inference.predictor, "load_artifact", load_with_one_bn_training)
+    monkeypatch.setattr(service.inference.runtime, "load_artifact", load_with_one_bn_training)
     return last_bn
 
 
@@ -46,7 +46,10 @@ def test_loaded_network_is_in_eval_mode_with_no_parameter_requiring_grad(
         assert not any(p.requires_grad for p in network.parameters())
 
 
-def test_every_request_runs_under_inference_mode(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_request_runs_under_inference_mode(
+    torch_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = torch_client
     predictor = client.app.state.predictor  # type: ignore[attr-defined]
     modes: list[tuple[bool, bool, bool]] = []
 
@@ -106,7 +109,7 @@ def test_an_unreadable_artifact_leaves_the_service_unready_instead_of_crashing(
     def refuse(path: Path, **_: object) -> None:
         raise PermissionError(13, "Permission denied", str(Path(path) / "weights.safetensors"))
 
-    monkeypatch.setattr("service.inference.predictor.load_artifact", refuse)
+    monkeypatch.setattr("service.inference.runtime.load_artifact", refuse)
     predictor = Predictor(Settings(model_dir=breast_cancer_artifact, device="cpu"))
 
     predictor.load()

@@ -45,11 +45,17 @@ def drift_after(client: TestClient, rows: np.ndarray) -> dict[str, Any]:
     return answer
 
 
-@pytest.fixture(scope="module", params=["breast_cancer", "digits"])
+@pytest.fixture(
+    scope="module",
+    params=[(d, r) for d in ("breast_cancer", "digits") for r in ("torch", "lean")],
+    ids=lambda p: "-".join(p),
+)
 def served(request: pytest.FixtureRequest) -> Iterator[tuple[TestClient, Path]]:
-    """An MLP and a CNN, with a minimum of rows their validation splits (113 and 359 rows) reach."""
-    artifact_dir: Path = request.getfixturevalue(f"{request.param}_artifact")
-    with serving(artifact_dir, drift_min_rows=100) as client:
+    """An MLP and a CNN, with a minimum of rows their validation splits (113 and 359 rows) reach, on both
+    runtimes (the lean one hands the monitor numpy activations)."""
+    dataset, runtime = request.param
+    artifact_dir: Path = request.getfixturevalue(f"{dataset}_artifact")
+    with serving(artifact_dir, drift_min_rows=100, runtime=runtime) as client:
         yield client, artifact_dir
 
 
@@ -151,7 +157,7 @@ def test_fingerprint_is_unchanged_after_monitored_traffic(served: tuple[TestClie
 def test_bn_stats_links_to_the_live_drift(served: tuple[TestClient, Path]) -> None:
     client, _ = served
     live = client.get("/bn-stats", params={"vectors": "false"}).json()["live"]
-    assert live["href"] == "/drift" and live["enabled"] is True
+    assert live["href"].startswith("/drift?model=") and live["enabled"] is True
     assert live["verdict"] in ("ok", "drift", "insufficient_data")
 
 
@@ -177,4 +183,5 @@ def test_drift_can_be_turned_off(breast_cancer_artifact: Path) -> None:
         answer = client.get("/drift").json()
         assert answer["enabled"] is False and answer["verdict"] == "disabled"
         assert "BNSERVE_DRIFT_ENABLED" in answer["message"]
-        assert client.get("/bn-stats").json()["live"] == {"href": "/drift", "enabled": False}
+        live = client.get("/bn-stats").json()["live"]
+        assert live == {"href": "/drift?model=breast_cancer&version=1", "enabled": False}

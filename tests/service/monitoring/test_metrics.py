@@ -22,6 +22,7 @@ from tests.service.serving import serving
 ROW = [17.99, 10.38, 122.8, 1001.0, 0.1184, 0.2776, 0.3001, 0.1471, 0.2419, 0.07871, 1.095, 0.9053, 8.589,
        153.4, 0.006399, 0.04904, 0.05373, 0.01587, 0.03003, 0.006193, 25.38, 17.33, 184.6, 2019.0, 0.1622,
        0.6656, 0.7119, 0.2654, 0.4601, 0.1189]  # fmt: skip
+MV = {"model": "breast_cancer", "version": "1"}  # the per-version series' labels
 
 
 def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -57,10 +58,17 @@ def test_metrics_parse_and_request_counters_move_with_traffic(client: TestClient
     timed = {"route": "/predict", "method": "POST"}
     count = "bnserve_request_duration_seconds_count"
     assert value(after, count, **timed) == value(before, count, **timed) + 3
-    assert value(after, "bnserve_predict_rows_count") == value(before, "bnserve_predict_rows_count") + 3
-    assert value(after, "bnserve_predict_rows_sum") == value(before, "bnserve_predict_rows_sum") + 9
-    assert value(after, "bnserve_batch_rows_sum") == value(before, "bnserve_batch_rows_sum") + 9
-    assert value(after, "bnserve_batch_rows_count") >= value(before, "bnserve_batch_rows_count") + 1
+    assert (
+        value(after, "bnserve_predict_rows_count", **MV)
+        == value(before, "bnserve_predict_rows_count", **MV) + 3
+    )
+    assert (
+        value(after, "bnserve_predict_rows_sum", **MV) == value(before, "bnserve_predict_rows_sum", **MV) + 9
+    )
+    assert value(after, "bnserve_batch_rows_sum", **MV) == value(before, "bnserve_batch_rows_sum", **MV) + 9
+    assert (
+        value(after, "bnserve_batch_rows_count", **MV) >= value(before, "bnserve_batch_rows_count", **MV) + 1
+    )
     # The scrape before this one is counted too.
     scraped = {"route": "/metrics", "method": "GET", "status": "200"}
     assert value(after, "bnserve_requests_total", **scraped) >= 1
@@ -89,6 +97,7 @@ def test_model_info_names_the_artifact(client: TestClient, breast_cancer_artifac
     fingerprint = json.loads((breast_cancer_artifact / "manifest.json").read_text())["bn_fingerprint"]
     labels = {
         "model": ready["model"],
+        "version": "1",
         "artifact_sha256": ready["artifact_sha256"],
         "bn_fingerprint": fingerprint,
     }
@@ -98,22 +107,26 @@ def test_model_info_names_the_artifact(client: TestClient, breast_cancer_artifac
 def test_drift_series_follow_the_monitor(client: TestClient) -> None:
     client.post("/drift/reset")
     empty = scrape(client)
-    assert value(empty, "bnserve_drift_verdict", verdict="insufficient_data") == 1.0
-    assert value(empty, "bnserve_drift_window_rows") == 0.0
+    assert value(empty, "bnserve_drift_verdict", **MV, verdict="insufficient_data") == 1.0
+    assert value(empty, "bnserve_drift_window_rows", **MV) == 0.0
 
     assert client.post("/predict", json={"instances": [ROW] * 20}).status_code == 200
     samples = scrape(client)
     drift = client.get("/drift").json()
-    assert value(samples, "bnserve_drift_window_rows") == drift["rows"] == 20
-    assert value(samples, "bnserve_drift_score_overall") == pytest.approx(drift["score"])
-    assert value(samples, "bnserve_drift_score", layer="input") == pytest.approx(drift["input"]["score"])
+    assert value(samples, "bnserve_drift_window_rows", **MV) == drift["rows"] == 20
+    assert value(samples, "bnserve_drift_score_overall", **MV) == pytest.approx(drift["score"])
+    assert value(samples, "bnserve_drift_score", **MV, layer="input") == pytest.approx(
+        drift["input"]["score"]
+    )
     for layer in drift["layers"]:
-        assert value(samples, "bnserve_drift_score", layer=layer["name"]) == pytest.approx(layer["score"])
+        assert value(samples, "bnserve_drift_score", **MV, layer=layer["name"]) == pytest.approx(
+            layer["score"]
+        )
     # 20 copies of one row: no spread at all, so a drift verdict, and its alert.
     assert drift["verdict"] == "drift"
-    assert value(samples, "bnserve_drift_alert") == 1.0
-    assert value(samples, "bnserve_drift_verdict", verdict="drift") == 1.0
-    assert value(samples, "bnserve_drift_verdict", verdict="ok") == 0.0
+    assert value(samples, "bnserve_drift_alert", **MV) == 1.0
+    assert value(samples, "bnserve_drift_verdict", **MV, verdict="drift") == 1.0
+    assert value(samples, "bnserve_drift_verdict", **MV, verdict="ok") == 0.0
 
 
 def test_an_unhandled_error_is_counted_as_500(breast_cancer_artifact: Path) -> None:
@@ -185,10 +198,10 @@ def test_multiprocess_metrics_add_up_every_worker(breast_cancer_artifact: Path, 
     }
     ok = {"route": "/predict", "method": "POST", "status": "200"}
     assert value(samples, "bnserve_requests_total", **ok) == 12
-    assert value(samples, "bnserve_predict_rows_sum") == 24
-    assert value(samples, "bnserve_batch_rows_sum") == 24
+    assert value(samples, "bnserve_predict_rows_sum", **MV) == 24
+    assert value(samples, "bnserve_batch_rows_sum", **MV) == 24
     # The finished workers marked themselves dead: only the live one's drift window counts.
-    assert value(samples, "bnserve_drift_window_rows") == 10
+    assert value(samples, "bnserve_drift_window_rows", **MV) == 10
 
 
 def test_a_request_the_router_answers_for_predict_is_counted_under_its_template(client: TestClient) -> None:
