@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from service.inference.predictor import Predictor
 from service.monitoring.drift import MonitorFactory
@@ -63,10 +63,16 @@ def warm_up(predictor: Predictor) -> None:
     """Runs the serving network on the canary rows at each of ``WARM_UP_ROWS``, outside the runtime, so
     the drift window never sees these rows and the first request pays no first-call costs."""
     artifact = predictor.require_ready()
-    assert predictor.serving_model is not None
-    canary = torch.tensor(artifact.manifest.canary.inputs, dtype=torch.float32, device=predictor.device)
+    canary = np.asarray(artifact.manifest.canary.inputs, dtype=np.float32)
+    batches = [np.resize(canary, (rows, *canary.shape[1:])) for rows in WARM_UP_ROWS]
+    if predictor.serving_model is None:  # the lean runtime: its numpy network, without the drift observer
+        network = getattr(predictor.runtime, "network", None)
+        for rows in batches:
+            if network is not None:
+                network(rows)
+        return
+    import torch  # only the torch runtime gets here: the lean one never imports torch
+
     with torch.inference_mode():
-        for rows in WARM_UP_ROWS:
-            predictor.serving_model(
-                canary.repeat(-(-rows // len(canary)), *([1] * (canary.dim() - 1)))[:rows]
-            )
+        for rows in batches:
+            predictor.serving_model(torch.from_numpy(rows).to(predictor.device))
