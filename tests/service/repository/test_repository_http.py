@@ -46,8 +46,10 @@ def serve(repo: Path, **settings: object) -> TestClient:
 
 
 @pytest.fixture
-def client(repo: Path) -> Iterator[TestClient]:
-    with serve(repo) as client:
+def client(repo: Path, runtime: str) -> Iterator[TestClient]:
+    """The repository served by each runtime in turn (the ``runtime`` fixture of tests/service/conftest.py)."""
+    with serve(repo, runtime=runtime) as client:
+        assert client.get("/metadata").json()["serving"]["runtime"] == runtime
         yield client
 
 
