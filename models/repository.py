@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from models.atomic import fsync_dir
 from models.errors import RepositoryNameError
 
 MODEL_CONFIG_FILE = "config.json"  # optional, beside the versions: {"version_policy": ...}
@@ -98,9 +99,7 @@ def publish_version(repository: str | Path, name: str, write: Callable[[Path], o
                 if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
                     continue  # another writer took this number first
                 raise
-            from models.artifact import _fsync_dir  # here: the service imports this module without torch
-
-            _fsync_dir(model_dir)
+            fsync_dir(model_dir)
             return target
         raise RepositoryNameError(f"{model_dir}: no free version number after {_PUBLISH_ATTEMPTS} attempts")
     finally:

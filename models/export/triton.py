@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 
 from models import __version__
-from models.artifact import Artifact, write_dir_atomically
+from models.artifact import Artifact
+from models.atomic import write_dir_atomically
 from models.errors import ExportError
 from models.signature import TensorSpec, signature
 
