@@ -10,6 +10,7 @@ Nothing is ever unpickled: tensors come from safetensors, the rest from JSON. do
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,19 +37,23 @@ from models.manifest import (
     Canary,
     InputStandardization,
     Manifest,
+    RawValue,
     Task,
     Versions,
     WeightsInfo,
 )
 from models.modules import build_network
+from models.preprocessing import Encoder, Preprocessing
 from models.reader import (
     EXTRA_FILE_NAME,
     SERVING_FILES,
     batchnorm_info,
+    canary_inputs,
     check_canary_outputs,
     check_extra_file_name,
     check_manifest_checksum,
     check_manifest_consistency,
+    encoder_of,
     parse_manifest,
     read_artifact_files,
     sha256_hex,
@@ -66,6 +71,7 @@ class Artifact:
     bn_fingerprint: str
     batchnorm: list[BatchNormInfo]  # every BN layer in network order, derived from layers and weights
     files: dict[str, bytes]  # the manifest's extra files (``files``), each checksum-verified
+    encoder: Encoder | None = None  # raw rows -> the network's input, from ``preprocessing``; None: as sent
 
     def state(self) -> dict[str, np.ndarray]:
         """Gives back every tensor of the unfolded network as numpy (CPU copies), read from it now."""
@@ -88,19 +94,22 @@ def save_artifact(
     task: Task,
     feature_names: list[str],
     class_labels: list[str] | None,
-    canary_inputs: torch.Tensor,
+    canary_inputs: torch.Tensor | Sequence[Sequence[RawValue]],
     input_shape: list[int] | None = None,
     target_name: str | None = None,
     training: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
     bn_statistics: BNStatistics | None = None,
     files: dict[str, bytes] | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> Path:
     """Gives back the artifact directory, written atomically: a temporary sibling directory is filled,
     fsynced and renamed into place, so ``out_dir`` is either the old artifact or the complete new one.
 
     ``files`` are extra files stored beside the weights (a training history, a graph for another runtime):
-    their SHA-256 goes into the manifest's ``files`` and ``load_artifact`` verifies them.
+    their SHA-256 goes into the manifest's ``files`` and ``load_artifact`` verifies them. With
+    ``preprocessing``, ``canary_inputs`` are raw rows (numbers, strings, booleans, None) in
+    ``feature_names`` order, and the canary outputs are computed through the preprocessing.
     """
     out_dir = Path(out_dir)
     extra = dict(files or {})
@@ -112,8 +121,9 @@ def save_artifact(
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise NonFiniteError(f"tensor {key!r} holds NaN or inf; refusing to export", path=out_dir)
     weights = save_safetensors(tensors, metadata={"format": "pt"})
+    canary_rows, canary_x = _canary_rows(canary_inputs, preprocessing, feature_names)
     with torch.inference_mode():
-        canary_outputs = model(canary_inputs.detach().to("cpu", torch.float32))
+        canary_outputs = model(canary_x)
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         name=name,
@@ -126,11 +136,12 @@ def save_artifact(
         input_shape=input_shape or [len(feature_names)],
         layers=layers,
         input_standardization=_input_standardization(layers, tensors),
+        preprocessing=preprocessing,
         bn_statistics=bn_statistics or BNStatistics(),
         bn_fingerprint=bn_fingerprint(tensors, [s.name for s in layers if isinstance(s, BatchNormSpec)]),
         weights=WeightsInfo(sha256=sha256_hex(weights)),
         files={fname: sha256_hex(data) for fname, data in sorted(extra.items())},
-        canary=Canary(inputs=canary_inputs.tolist(), outputs=canary_outputs.tolist()),
+        canary=Canary(inputs=canary_rows, outputs=canary_outputs.tolist()),
         training=training or {},
         metrics=metrics or {},
     )
@@ -143,6 +154,17 @@ def save_artifact(
     }
     write_dir_atomically(out_dir, contents)
     return out_dir
+
+
+def _canary_rows(
+    inputs: torch.Tensor | Sequence[Sequence[RawValue]], pre: Preprocessing | None, feature_names: list[str]
+) -> tuple[list[list[RawValue]], torch.Tensor]:
+    """Gives back the canary rows as the manifest stores them and as the network takes them."""
+    if pre is None:
+        x = torch.as_tensor(inputs).detach().to("cpu", torch.float32)
+        return x.tolist(), x
+    rows = [list(row) for row in inputs]
+    return rows, torch.from_numpy(Encoder(pre).encode_rows(rows, feature_names))
 
 
 def _cpu_copy(model: nn.Module) -> nn.Sequential:
@@ -186,11 +208,17 @@ def load_artifact(path: str | Path, *, device: str | torch.device = "cpu") -> Ar
         bn_fingerprint=files.manifest.bn_fingerprint,
         batchnorm=files.batchnorm,
         files=files.files,
+        encoder=encoder_of(files.manifest),
     )
 
 
+def canary_tensor(m: Manifest, where: Path) -> torch.Tensor:
+    """Gives back the canary rows as the network takes them: through the preprocessing when there is one."""
+    return torch.from_numpy(canary_inputs(m, where))
+
+
 def _check_canary(model: nn.Module, m: Manifest, where: Path) -> None:
-    inputs = torch.tensor(m.canary.inputs, dtype=torch.float32)
+    inputs = canary_tensor(m, where / MANIFEST_FILE)
     try:
         with torch.inference_mode():
             got = model(inputs)

@@ -13,6 +13,8 @@ Every error names the file it is about and says what was expected and what was f
      ├── UnsupportedLayerError     the lean (numpy) runtime does not compute one of the layers
      ├── ExportError               an export for another runtime (ONNX, Triton) failed or did not verify
      └── RepositoryNameError       a model or version name that cannot name a repository directory (ValueError)
+
+    InputError (ValueError)        a raw row's value does not fit its feature's kind: row and feature named
 """
 
 from __future__ import annotations
@@ -66,3 +68,11 @@ class ExportError(ArtifactError):
 
 class RepositoryNameError(ArtifactError, ValueError):
     pass
+
+
+class InputError(ValueError):
+    """A raw row cannot be encoded: the value at ``row`` of ``feature`` is not of the feature's kind."""
+
+    def __init__(self, message: str, *, row: int, feature: str) -> None:
+        self.row, self.feature = row, feature
+        super().__init__(message)

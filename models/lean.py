@@ -20,7 +20,14 @@ from models.errors import ManifestError
 from models.layers import RescaleSpec
 from models.manifest import MANIFEST_FILE, BatchNormInfo, Manifest
 from models.numpy_net import Network, build_network
-from models.reader import check_canary_outputs, check_manifest_checksum, read_artifact_files
+from models.preprocessing import Encoder
+from models.reader import (
+    canary_inputs,
+    check_canary_outputs,
+    check_manifest_checksum,
+    encoder_of,
+    read_artifact_files,
+)
 
 
 @dataclass
@@ -35,6 +42,7 @@ class LeanArtifact:
     bn_fingerprint: str
     batchnorm: list[BatchNormInfo]  # every BN layer in network order, derived from layers and weights
     files: dict[str, bytes]  # the manifest's extra files (``files``), each checksum-verified
+    encoder: Encoder | None = None  # raw rows -> the network's input, from ``preprocessing``; None: as sent
 
     def state(self) -> dict[str, np.ndarray]:
         """Gives back every tensor as stored (read-only arrays: the numpy network computes from these)."""
@@ -54,7 +62,7 @@ def load_lean_artifact(path: str | Path) -> LeanArtifact:
     """
     files = read_artifact_files(path)
     network = build_network(files.manifest.layers, files.tensors)
-    inputs = np.asarray(files.manifest.canary.inputs, dtype=np.float32)
+    inputs = canary_inputs(files.manifest, files.path / MANIFEST_FILE)  # raw rows encoded, with preprocessing
     try:
         got = network(inputs)
     except ValueError as e:  # numpy's shape errors: layers whose sizes do not chain
@@ -72,6 +80,7 @@ def load_lean_artifact(path: str | Path) -> LeanArtifact:
         bn_fingerprint=files.manifest.bn_fingerprint,
         batchnorm=files.batchnorm,
         files=files.files,
+        encoder=encoder_of(files.manifest),
     )
 
 
@@ -84,7 +93,7 @@ def fold(artifact: LeanArtifact) -> tuple[Network, float]:
     """
     m = artifact.manifest
     folded = build_network(m.layers, artifact.tensors, fold=True)
-    x = np.asarray(m.canary.inputs, dtype=np.float32)
+    x = canary_inputs(m, artifact.path / MANIFEST_FILE)
     last = m.layers[-1]
     scale = artifact.tensors[f"{last.name}.scale"] if isinstance(last, RescaleSpec) else np.float32(1.0)
     diff = (artifact.network(x).astype(np.float64) - folded(x)) / scale

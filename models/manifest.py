@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.layers import LayerSpec
+from models.preprocessing import Preprocessing, input_columns
 
 FORMAT_VERSION = 2  # what save_artifact writes
 READABLE_FORMAT_VERSIONS = (1, 2)  # what load_artifact reads; a version 1 manifest is upgraded in memory
@@ -75,10 +76,13 @@ class WeightsInfo(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+RawValue = float | bool | str | None  # a raw cell: numbers, or with ``preprocessing`` also text and null
+
+
 class Canary(_Strict):
     """Raw input rows and the exact eval-mode outputs the exported network produced for them."""
 
-    inputs: list[list[float]]
+    inputs: list[list[RawValue]]
     outputs: list[list[float]]
     atol: float = 1e-5
     rtol: float = 1e-4
@@ -104,6 +108,8 @@ class Manifest(_Strict):
     input_shape: list[int]  # shape of one row as sent, before the network's own Reshape
     layers: list[LayerSpec]
     input_standardization: InputStandardization
+    # Raw rows -> the network's input (categories, missing values); None: rows go in as they are.
+    preprocessing: Preprocessing | None = None
     bn_statistics: BNStatistics = Field(default_factory=BNStatistics)
     bn_fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
     weights: WeightsInfo
@@ -124,6 +130,16 @@ class Manifest(_Strict):
     @property
     def num_outputs(self) -> int:
         return len(self.class_labels) if self.class_labels is not None else 1
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The name of each input column of the network: the features, or what preprocessing makes of them."""
+        return input_columns(self.feature_names, self.preprocessing)
+
+    @property
+    def input_width(self) -> int:
+        """The number of input columns the network takes: the raw features, or what preprocessing makes."""
+        return len(self.feature_names) if self.preprocessing is None else self.preprocessing.width
 
 
 class ManifestV1(_Strict):

@@ -29,6 +29,7 @@ from models.errors import (
     ArtifactNotFoundError,
     CanaryMismatchError,
     ChecksumError,
+    InputError,
     ManifestError,
     NonFiniteError,
     TensorMismatchError,
@@ -51,6 +52,7 @@ from models.manifest import (
     Manifest,
     ManifestV1,
 )
+from models.preprocessing import CategoricalFeature, Encoder, Preprocessing
 
 SERVING_FILES = (MANIFEST_FILE, MANIFEST_CHECKSUM_FILE, WEIGHTS_FILE)
 EXTRA_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -77,6 +79,11 @@ class ArtifactFiles:
     def batchnorm(self) -> list[BatchNormInfo]:
         return batchnorm_info(self.manifest, self.tensors)
 
+    @property
+    def encoder(self) -> Encoder | None:
+        """Raw rows -> the network's input, from the manifest's ``preprocessing``; None: rows go in as sent."""
+        return encoder_of(self.manifest)
+
 
 class VerifiedArtifact(Protocol):
     """What both loaders give back (``models.artifact.Artifact``, ``models.lean.LeanArtifact``), as a server
@@ -88,6 +95,7 @@ class VerifiedArtifact(Protocol):
     bn_fingerprint: str
     batchnorm: list[BatchNormInfo]
     files: dict[str, bytes]
+    encoder: Encoder | None  # raw rows -> the network's input, from ``preprocessing``; None: as sent
 
     def state(self) -> Mapping[str, np.ndarray]:
         """Gives back every tensor of the unfolded network as numpy, read from the network now."""
@@ -148,6 +156,22 @@ def check_manifest_checksum(files: ArtifactFiles) -> None:
             f"{recorded[0] if recorded else 'nothing'}: the manifest was changed after export",
             path=files.path / MANIFEST_FILE,
         )
+
+
+def encoder_of(m: Manifest) -> Encoder | None:
+    """Gives back the encoder of the manifest's ``preprocessing``, or None without one."""
+    return Encoder(m.preprocessing) if m.preprocessing is not None else None
+
+
+def canary_inputs(m: Manifest, where: Path) -> np.ndarray:
+    """Gives back ``canary.inputs`` as the network takes them, float32 (B, input width): through the
+    preprocessing when there is one (the stored rows are raw then: numbers, text, booleans, null)."""
+    if m.preprocessing is None:
+        return np.asarray(m.canary.inputs, dtype=np.float32)
+    try:
+        return Encoder(m.preprocessing).encode_rows(m.canary.inputs, m.feature_names)
+    except InputError as e:
+        raise ManifestError(f"canary inputs do not fit the preprocessing: {e}", path=where) from None
 
 
 def check_canary_outputs(got: np.ndarray, m: Manifest, where: Path) -> None:
@@ -236,17 +260,20 @@ def check_manifest_consistency(m: Manifest, where: Path) -> None:
     if len(set(names)) != len(names):
         repeated = sorted({n for n in names if names.count(n) > 1})
         raise ManifestError(f"layer names must be unique, repeated: {repeated}", path=where)
-    n = len(m.feature_names)
-    if first.num_features != n or math.prod(m.input_shape) != n:
+    n, width = len(m.feature_names), m.input_width
+    if m.preprocessing is not None:
+        _check_preprocessing(m.preprocessing, n, where)
+    if first.num_features != width or math.prod(m.input_shape) != n:
+        made = "" if m.preprocessing is None else f", preprocessing makes {width} input columns of them"
         raise ManifestError(
-            f"feature count disagrees: {n} feature_names, input_shape {m.input_shape}, "
+            f"feature count disagrees: {n} feature_names, input_shape {m.input_shape}{made}, "
             f"layer {first.name!r} expects {first.num_features} features",
             path=where,
         )
     std = m.input_standardization
-    if std.layer != first.name or len(std.mean) != n or len(std.std) != n:
+    if std.layer != first.name or len(std.mean) != width or len(std.std) != width:
         raise ManifestError(
-            f"input_standardization must name layer {first.name!r} and hold {n} means and stds, "
+            f"input_standardization must name layer {first.name!r} and hold {width} means and stds, "
             f"got layer {std.layer!r} with {len(std.mean)} means and {len(std.std)} stds",
             path=where,
         )
@@ -275,6 +302,32 @@ def check_manifest_consistency(m: Manifest, where: Path) -> None:
         )
     if len(m.canary.inputs) != len(m.canary.outputs) or any(len(r) != n for r in m.canary.inputs):
         raise ManifestError(f"canary needs as many outputs as inputs, each input with {n} values", path=where)
+    if m.preprocessing is None and any(
+        isinstance(v, bool) or not isinstance(v, float) for r in m.canary.inputs for v in r
+    ):
+        raise ManifestError(
+            "canary inputs must be numbers: only preprocessing takes text or null", path=where
+        )
+
+
+def _check_preprocessing(pre: Preprocessing, n: int, where: Path) -> None:
+    if len(pre.features) != n:
+        raise ManifestError(
+            f"preprocessing.features must describe the {n} feature_names, got {len(pre.features)}", path=where
+        )
+    tokens = {t.strip() for t in pre.missing_tokens}
+    for j, f in enumerate(pre.features):
+        if not isinstance(f, CategoricalFeature):
+            continue
+        where_f = f"preprocessing.features[{j}]"
+        if len(f.frequencies) != len(f.categories) or len(set(f.categories)) != len(f.categories):
+            raise ManifestError(
+                f"{where_f}: categories must be distinct, with one frequency each; got {len(f.categories)} "
+                f"categories ({len(set(f.categories))} distinct) and {len(f.frequencies)} frequencies",
+                path=where,
+            )
+        if clash := sorted(tokens.intersection(f.categories)):
+            raise ManifestError(f"{where_f}: categories {clash} are missing tokens too", path=where)
 
 
 def check_extra_file_name(fname: str, where: Path) -> None:

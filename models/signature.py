@@ -22,6 +22,10 @@ LOGITS = "logits"  # classifier: the network's raw outputs (B, K); returned only
 VALUE = "value"  # regressor: the predicted value (B, 1), in target units
 
 
+# With preprocessing, the datatype of each feature's tensor (numbers of other datatypes are converted too).
+FEATURE_DATATYPES = {"numeric": "FP32", "boolean": "BOOL", "categorical": "BYTES"}
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -50,7 +54,13 @@ class Signature:
 
 def signature(m: Manifest) -> Signature:
     """Gives back the tensors that an artifact with manifest ``m`` is served with."""
-    inputs = (TensorSpec(INPUT, "FP32", (-1, len(m.feature_names))),)
+    if m.preprocessing is None:
+        inputs: tuple[TensorSpec, ...] = (TensorSpec(INPUT, "FP32", (-1, len(m.feature_names))),)
+    else:  # a table's raw rows: one tensor per feature, its values of the feature's kind
+        inputs = tuple(
+            TensorSpec(name, FEATURE_DATATYPES[f.kind], (-1,))
+            for name, f in zip(m.feature_names, m.preprocessing.features, strict=True)
+        )
     if m.task == "regression":
         return Signature(inputs, (TensorSpec(VALUE, "FP32", (-1, 1)),))
     k = m.num_outputs

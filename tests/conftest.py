@@ -35,3 +35,23 @@ def digits_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def diabetes_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLP regressor (10 features) whose ``output_scale`` layer gives predictions in real units."""
     return _quick_artifact(tmp_path_factory, "diabetes", epochs=3, hidden=(32, 32))
+
+
+@pytest.fixture(scope="session")
+def table_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLP classifier trained on the mixed CSV of tests/mixed_table.py (numeric, text, boolean, constant
+    columns, every missing token; the id dropped): 6 features, 17 input columns through its preprocessing."""
+    from tests.mixed_table import TARGET, write_mixed_csv
+
+    root = tmp_path_factory.mktemp("table")
+    cfg = TrainConfig(
+        csv=str(write_mixed_csv(root / "customers.csv")),
+        target=TARGET,
+        drop=("customer_id",),
+        out_dir=str(root / "customers"),
+        epochs=10,
+        hidden=(32,),
+        device="cpu",
+        progress=False,
+    )
+    return train(cfg)

@@ -89,15 +89,19 @@ def check_it_serves(url: str, artifact_dir: Path) -> None:
     assert bad.json() == {"error": f"expected {len(row)} features, got {len(row) - 1} at row 0"}
 
 
+@pytest.mark.parametrize("artifact", ["breast_cancer_artifact", "table_artifact"])
 def test_python_m_service_serves_announces_its_quick_start_and_stops_cleanly(
-    breast_cancer_artifact: Path, tmp_path: Path
+    artifact: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    """Also for a model trained on a mixed table: its raw rows (strings, true/false, null) over real HTTP,
+    and the banner's curl line, pasted as it stands."""
+    artifact_dir: Path = request.getfixturevalue(artifact)
     port = free_port()
     log = tmp_path / "server.log"
-    command = [sys.executable, "-m", "service", "--model", str(breast_cancer_artifact), "--port", str(port)]
+    command = [sys.executable, "-m", "service", "--model", str(artifact_dir), "--port", str(port)]
 
     with running_server(command, port, log) as url:
-        check_it_serves(url, breast_cancer_artifact)
+        check_it_serves(url, artifact_dir)
         output = log.read_text()
         curl_predict = re.search(
             rf"curl -s {re.escape(url)}/predict -H 'Content-Type: application/json' -d '(.+)'", output

@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_ONLY = {"torch", "scikit-learn", "tqdm", "matplotlib"}
+TRAINING_ONLY = {"torch", "scikit-learn", "tqdm", "pandas", "pyarrow", "matplotlib"}  # tables: training only
 
 
 def requirement_name(line: str) -> str:

@@ -18,9 +18,9 @@ from models.manifest import Manifest
 from models.mlp import ACTIVATIONS
 from training import distributed
 from training.config import BN_POSITIONS, BN_STATS, DATASETS, DEVICES, MODELS, TASKS, TrainConfig
-from training.csvfile import MAX_AUTO_CLASSES
 from training.errors import ConfigError, DataError, TrainingError
 from training.pipeline import train
+from training.tabular import MAX_AUTO_CLASSES
 
 _DEFAULTS = TrainConfig()
 N = TypeVar("N", int, float)
@@ -50,7 +50,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Shows defaults, except the unhelpful ``None`` and ``False`` (those flags say what they default to)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
+        if action.default is None or action.default is False or action.default == ():
             return action.help
         return super()._get_help_string(action)
 
@@ -71,8 +71,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--dataset", default=d.dataset, choices=DATASETS, help="built-in scikit-learn dataset"
     )
-    source.add_argument("--csv", metavar="PATH", help="your own CSV file with a header row (needs --target)")
-    data.add_argument("--target", metavar="COLUMN", help="the CSV column to predict")
+    source.add_argument(
+        "--csv", metavar="PATH", help="your own .csv or .parquet file with a header row (needs --target)"
+    )
+    data.add_argument("--target", metavar="COLUMN", help="the column to predict")
     data.add_argument(
         "--task",
         default=d.task,
@@ -80,6 +82,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="auto: for a CSV, classification when any target value is non-numeric or all are integers "
         f"with at most {MAX_AUTO_CLASSES} distinct values, regression otherwise",
     )
+    _add_table_flags(parser)
     data.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of rows held out")
     data.add_argument(
         "--seed", type=int, default=d.seed, help="seeds the split, initialization and shuffling"
@@ -156,6 +159,40 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="also write report.html with PNGs (curves, BN statistics, input standardization) into the artifact",
     )
     return parser
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _add_table_flags(parser: argparse.ArgumentParser) -> None:
+    d = _DEFAULTS
+    table = parser.add_argument_group("your own table (types are inferred; these override them)")
+    for flag, what in (
+        ("--categorical", "columns read as categories, even when they look numeric"),
+        ("--numeric", "columns that must be numbers"),
+        ("--drop", "columns left out (ids, leakage)"),
+    ):
+        table.add_argument(flag, type=_names, default=(), metavar="COL,COL", help=what)
+    table.add_argument(
+        "--missing-tokens",
+        type=lambda text: tuple(t.strip() for t in text.split(",")),
+        default=d.missing_tokens,
+        metavar="TOK,TOK",
+        help="cells that mean missing, compared after stripping spaces (an empty item: the empty cell)",
+    )
+    table.add_argument(
+        "--min-frequency",
+        type=int,
+        default=d.min_frequency,
+        help="training rows a category needs for its own input; rarer ones are pooled into <other>",
+    )
+    table.add_argument(
+        "--max-categories",
+        type=int,
+        default=d.max_categories,
+        help="most frequent categories kept per column",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

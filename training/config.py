@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from models.errors import RepositoryNameError
 from models.mlp import ACTIVATIONS, BNPosition
+from models.preprocessing import DEFAULT_MISSING_TOKENS
 from models.repository import check_model_name
 from training.errors import ConfigError
 
@@ -30,9 +31,16 @@ Task = Literal["auto", "classification", "regression"]
 class TrainConfig:
     # data
     dataset: str = "breast_cancer"  # one of DATASETS; ignored when csv is given
-    csv: str | None = None  # path to the user's own CSV file (header row, one column per feature)
-    target: str | None = None  # the CSV column to predict
-    task: Task = "auto"  # auto: built-in datasets know theirs; CSV targets follow the rule in csvfile.py
+    csv: str | None = None  # the user's own CSV or Parquet file (header row, one column per feature)
+    target: str | None = None  # the column to predict (of the file, or of the DataFrame given to train())
+    task: Task = "auto"  # auto: built-in datasets know theirs; table targets follow the rule in tabular.py
+    # tables (training/tabular.py): column types are inferred; these override them
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()  # ids, leakage
+    missing_tokens: tuple[str, ...] = DEFAULT_MISSING_TOKENS  # cells that mean "missing", spaces stripped
+    min_frequency: int = 5  # training rows a category needs for its own input; rarer ones are pooled
+    max_categories: int = 50  # per column; the rest are pooled with the rare ones
     val_fraction: float = 0.2
     seed: int = 0  # split, initialization, shuffling
     # model
@@ -67,6 +75,8 @@ class TrainConfig:
         # Tuples may arrive as lists (from JSON or a caller); the manifest and equality want one form.
         self.hidden = tuple(int(h) for h in self.hidden)
         self.channels = tuple(int(c) for c in self.channels)
+        for names in ("categorical", "numeric", "drop", "missing_tokens"):
+            setattr(self, names, tuple(str(v) for v in getattr(self, names)))
         for field, value, choices in (
             ("dataset", self.dataset, DATASETS),
             ("model", self.model, MODELS),
@@ -95,14 +105,14 @@ class TrainConfig:
         _check(0 < self.val_fraction < 1, "val_fraction must be in (0, 1)", self.val_fraction)
         _check(self.threads >= 0, "threads must be non-negative (0: PyTorch's default)", self.threads)
         _check(self.num_canaries >= 1, "num_canaries must be at least 1", self.num_canaries)
+        _check(self.min_frequency >= 1, "min_frequency must be at least 1", self.min_frequency)
+        _check(self.max_categories >= 1, "max_categories must be at least 1", self.max_categories)
         if self.repository is not None:
             _check(self.out_dir is None, "give out_dir or repository, not both", self.out_dir)
             try:
                 check_model_name(self.name or self.source_name)
             except RepositoryNameError as e:
                 raise ConfigError(str(e)) from None
-        if self.target is not None and self.csv is None:
-            raise ConfigError(f"target {self.target!r} only applies to a CSV file: give csv as well")
 
     @property
     def source_name(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,16 +25,20 @@ from models.manifest import BNStatistics
 from models.repository import publish_version
 from training import distributed
 from training.config import TrainConfig
-from training.data import Dataset, load_data, split_dataset
+from training.data import DATAFRAME_NAME, Dataset, load_data, split_dataset
 from training.distributed import Ranks
 from training.engine import fit, resolve_device, steps_per_epoch
 from training.errors import ConfigError
 from training.history import HistoryRecorder
 from training.precise_bn import finish_bn_statistics
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def train(cfg: TrainConfig) -> Path:
-    """Gives back the directory of the artifact trained as ``cfg`` says.
+
+def train(cfg: TrainConfig, data: pd.DataFrame | None = None) -> Path:
+    """Gives back the directory of the artifact trained as ``cfg`` says, on the DataFrame ``data`` when
+    given (``cfg.target`` names its target column).
 
     Raises ``DataError`` or ``ConfigError`` before training starts, and ``TrainingDivergedError`` when
     training produces NaN/inf; in every failure nothing is written. Launched by torchrun, every rank trains
@@ -45,7 +49,7 @@ def train(cfg: TrainConfig) -> Path:
     distributed.check_sync_bn(cfg.sync_bn, device)
     with distributed.session(device) as ranks:
         device = ranks.device(device)
-        train_ds, val_ds, model, layers = ranks.together(lambda: prepare(cfg, ranks))
+        train_ds, val_ds, model, layers = ranks.together(lambda: prepare(cfg, ranks, data))
         ranks.together(lambda: distributed.check_same_data(train_ds.features, train_ds.target, ranks))
         if ranks.rank:  # own dropout masks; DDP gives every rank rank 0's weights
             torch.manual_seed(cfg.seed + ranks.rank)
@@ -59,7 +63,8 @@ def train(cfg: TrainConfig) -> Path:
             cfg, model, train_ds, val_ds, metrics, device=device, ranks=ranks
         )
         ranks.agree(None)  # every rank finished: only now is the artifact written
-        out_dir = artifact_dir(cfg)  # with a repository, the other ranks give back the model's directory
+        # with a repository, the other ranks give back the model's directory
+        out_dir = artifact_dir(cfg, DATAFRAME_NAME if data is not None else None)
         if ranks.is_main:
             out_dir = export_artifact(
                 *(cfg, model, layers, train_ds, val_ds, metrics),
@@ -71,10 +76,12 @@ def train(cfg: TrainConfig) -> Path:
         return out_dir
 
 
-def prepare(cfg: TrainConfig, ranks: Ranks) -> tuple[Dataset, Dataset, nn.Sequential, list[LayerSpec]]:
+def prepare(
+    cfg: TrainConfig, ranks: Ranks, data: pd.DataFrame | None = None
+) -> tuple[Dataset, Dataset, nn.Sequential, list[LayerSpec]]:
     """Gives back the train and validation splits and the fresh model: the same on every rank."""
     distributed.check_batch_size(cfg.batch_size, ranks)
-    train_ds, val_ds = split_dataset(load_data(cfg), val_fraction=cfg.val_fraction, seed=cfg.seed)
+    train_ds, val_ds = split_dataset(load_data(cfg, data), val_fraction=cfg.val_fraction, seed=cfg.seed)
     model, layers = build_model(cfg, train_ds)
     return train_ds, val_ds, model, layers
 
@@ -167,8 +174,9 @@ def export_artifact(
 
     ``history`` goes in as ``history.json``, and with ``cfg.report`` the report and its PNGs too.
     """
-    out_dir = artifact_dir(cfg)
-    name = cfg.name or cfg.source_name
+    source = train.name if train.table is not None else cfg.source_name  # a DataFrame: "dataframe"
+    out_dir = artifact_dir(cfg, source)
+    name = cfg.name or source
     record = training_record(cfg, train, val, device=device, out_dir=out_dir, name=name)
     files = {} if history is None else {HISTORY_FILE: history.to_json()}
     if cfg.report and history is not None:
@@ -179,7 +187,7 @@ def export_artifact(
             model,
             history,
             name=name,
-            feature_names=train.feature_names,
+            feature_names=train.input_columns,
             class_labels=train.class_labels,
             metrics=metrics,
             training=record,
@@ -192,7 +200,8 @@ def export_artifact(
         task=train.task,
         feature_names=train.feature_names,
         class_labels=train.class_labels,
-        canary_inputs=torch.from_numpy(val.features[: cfg.num_canaries]),  # raw rows, as a client sends them
+        canary_inputs=val.raw_rows(cfg.num_canaries),  # raw rows, as a client sends them
+        preprocessing=train.preprocessing,
         input_shape=list(train.input_shape),
         target_name=train.target_name,
         training=record,
@@ -205,12 +214,13 @@ def export_artifact(
     return save(out_dir)
 
 
-def artifact_dir(cfg: TrainConfig) -> Path:
-    """Gives back where the artifact goes: ``cfg.out_dir`` (default ``artifacts/<name>``), or with
-    ``cfg.repository`` the model's directory there (the version number is taken when it is written)."""
+def artifact_dir(cfg: TrainConfig, source: str | None = None) -> Path:
+    """Gives back where the artifact goes: ``cfg.out_dir`` (default ``artifacts/<source>``, the dataset name
+    or CSV stem), or with ``cfg.repository`` the model's directory there (the version number is taken when
+    it is written)."""
     if cfg.repository is not None:
-        return Path(cfg.repository) / (cfg.name or cfg.source_name)
-    return Path(cfg.out_dir) if cfg.out_dir is not None else Path("artifacts") / cfg.source_name
+        return Path(cfg.repository) / (cfg.name or source or cfg.source_name)
+    return Path(cfg.out_dir) if cfg.out_dir is not None else Path("artifacts") / (source or cfg.source_name)
 
 
 def training_record(
@@ -218,7 +228,7 @@ def training_record(
 ) -> dict[str, Any]:
     """Gives back the manifest's ``training`` dict: every option, with ``auto`` and defaults resolved."""
     return cfg.to_json() | {
-        "dataset": None if cfg.csv is not None else cfg.dataset,
+        "dataset": None if train.table is not None else cfg.dataset,
         "task": train.task,
         "model": model_kind(cfg, train),
         "device": str(torch.device(device)),

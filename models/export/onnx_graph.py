@@ -74,9 +74,15 @@ def export_onnx(artifact: Artifact, *, fold: bool = True, opset: int = DEFAULT_O
 
     Raises ``ExportError`` when the exporter's packages are missing or the graph does not verify.
     """
+    m = artifact.manifest
+    if m.preprocessing is not None:
+        raise ExportError(
+            "this artifact takes raw table rows through its preprocessing (categories, missing values), which "
+            "the ONNX graph does not carry; serve it with bnserve (/predict or the Open Inference Protocol)",
+            path=artifact.path,
+        )
     onnx = _require("onnx")
     _require("onnxscript")  # torch's dynamo exporter writes the graph through it
-    m = artifact.manifest
     net = fold_batchnorm(artifact.model) if fold else artifact.model
     bn_total = len(list(batchnorm_layers(artifact.model)))
     unfolded = len(list(batchnorm_layers(net)))

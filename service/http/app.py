@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
@@ -22,7 +23,7 @@ from service.http.auth import VIEW_ERRORS, ReadersOnly
 from service.http.errors import install_error_handlers
 from service.http.routes import bn_stats, drift, health, history, metadata, oip, predict, repository, ui
 from service.http.routes import metrics as metrics_route
-from service.http.routes.metrics import drift_monitors
+from service.http.routes.metrics import drift_monitors, feature_drifts
 from service.inference.predictor import Predictor
 from service.inference.repository import (
     ModelRegistry,
@@ -144,7 +145,7 @@ async def _publish_drift(metrics: Metrics, registry: ModelRegistry[Predictor]) -
     """Multiprocess mode: keeps this worker's drift series current for scrapes that other workers answer."""
     while True:
         try:
-            await asyncio.to_thread(metrics.refresh_drift, drift_monitors(registry))
+            await asyncio.to_thread(metrics.refresh_drift, drift_monitors(registry), feature_drifts(registry))
         except Exception:
             log.exception("could not publish the drift series; trying again in %.0f s", DRIFT_REFRESH_S)
         await asyncio.sleep(DRIFT_REFRESH_S)
@@ -168,7 +169,8 @@ def _announce(settings: Settings, registry: ModelRegistry[Predictor], predictor:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     url = f"http://{host}:{settings.port}"
     row = artifact.manifest.canary.inputs[0]
-    body = '{"instances": [[' + ", ".join(f"{v:.6g}" for v in row) + "]]}"
+    cells = (orjson.dumps(v).decode() if v is None or isinstance(v, str | bool) else f"{v:.6g}" for v in row)
+    body = '{"instances": [[' + ", ".join(cells) + "]]}"
     log.info(
         "bnserve ready: model %r version %s (%s, %d features), loaded in %.2f s, serving at %s\n"
         "  curl -s %s/predict -H 'Content-Type: application/json' -d '%s'\n"

@@ -78,7 +78,10 @@ class BNServe(FastAPI):
             predictor, settings = self.state.predictor, self.state.settings
             ready = predictor is not None and predictor.ready
             features = predictor.feature_names if ready else None
-            path = predict.Predict.openapi(components, feature_names=features, max_rows=settings.max_rows)
+            kinds = predictor.encoder.kinds if ready and predictor.encoder is not None else None
+            path = predict.Predict.openapi(
+                components, feature_names=features, kinds=kinds, max_rows=settings.max_rows
+            )
             schema["paths"] = {predict.PATH: path, **oip.Infer.openapi(components), **schema["paths"]}
             if ready:
                 self.openapi_schema = schema

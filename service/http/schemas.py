@@ -12,6 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.history import TrainingHistory
 from models.manifest import BatchNormInfo, BNStatistics, StatisticsKind, Versions
+from models.preprocessing import (
+    INDICATOR_SUFFIX,
+    MISSING,
+    OTHER,
+    CategoricalFeature,
+    Preprocessing,
+    encoded_names,
+)
 from models.repository import VERSION_PATTERN
 
 DriftVerdict = Literal["ok", "drift", "insufficient_data", "error", "disabled"]
@@ -24,8 +32,10 @@ BREAST_CANCER_ROW = [
 
 
 class PredictRequest(BaseModel):
-    instances: list[list[float] | dict[str, float]] = Field(
-        description="rows as arrays in feature order, or objects keyed by feature name (see /metadata)",
+    instances: list[list[float | str | bool | None] | dict[str, float | str | bool | None]] = Field(
+        description="rows as arrays in feature order, or objects keyed by feature name (see /metadata): "
+        "numbers; for a model with preprocessing also strings (categorical), true/false (boolean) and null "
+        "(missing)",
         min_length=1,
         examples=[[BREAST_CANCER_ROW], [{"mean radius": 17.99, "mean texture": 10.38, "...": 0.0}]],
     )
@@ -67,6 +77,70 @@ class PredictResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: str = Field(examples=["expected 30 features, got 29 at row 0"])
+
+
+class FeatureInfo(BaseModel):
+    """One feature of a /predict row, as GET /metadata lists it."""
+
+    name: str
+    type: Literal["numeric", "boolean", "categorical"]
+    categories: list[str] | None = Field(
+        None, description="categorical: the categories learned in training, each with its own input column"
+    )
+    missing: str = Field(description="how a missing value (null, or a missing token) is handled")
+    unseen: str | None = Field(
+        None, description="categorical: how a category never seen in training is handled"
+    )
+    input_columns: list[str] = Field(description="the network's input columns this feature becomes")
+
+
+def feature_infos(feature_names: list[str], pre: Preprocessing | None) -> list[FeatureInfo]:
+    """Gives back every feature's type, categories and missing-value handling."""
+    if pre is None:
+        return [
+            FeatureInfo(
+                name=n,
+                type="numeric",
+                missing="refused: every value must be a finite number",
+                input_columns=[n],
+            )
+            for n in feature_names
+        ]
+    columns = iter(encoded_names(feature_names, pre))
+    out = []
+    for name, f in zip(feature_names, pre.features, strict=True):
+        width = f.width if isinstance(f, CategoricalFeature) else 1 + f.indicator
+        cols = [next(columns) for _ in range(width)]
+        if isinstance(f, CategoricalFeature):
+            fallback = (
+                f"the <other> column ({name}={OTHER})" if f.other else "no column (every one-hot column 0)"
+            )
+            missing = (
+                f"its own category, column {name}={MISSING}"
+                if f.missing
+                else f"as an unseen category: {fallback}"
+            )
+            out.append(
+                FeatureInfo(
+                    name=name,
+                    type="categorical",
+                    categories=f.categories,
+                    missing=missing,
+                    unseen=fallback,
+                    input_columns=cols,
+                )
+            )
+        else:
+            indicator = f" and 1.0 in the indicator column {name}{INDICATOR_SUFFIX}" if f.indicator else ""
+            out.append(
+                FeatureInfo(
+                    name=name,
+                    type=f.kind,
+                    missing=f"replaced by the training median {f.fill:g}{indicator}",
+                    input_columns=cols,
+                )
+            )
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- /bn-stats
@@ -150,6 +224,7 @@ class Metadata(BaseModel):
     )
     task: Literal["classification", "regression"]
     feature_names: list[str] = Field(description="the order of a row's values in /predict")
+    features: list[FeatureInfo] = Field(description="each feature's type, categories and missing handling")
     class_labels: list[str] | None = Field(description="classification: the labels, in output order")
     target_name: str | None
     input_shape: list[int]
@@ -206,6 +281,33 @@ class WindowInfo(BaseModel):
     half_life_rows: float | None = Field(None, description="decay mode: a row's weight half-life")
 
 
+class BinShares(BaseModel):
+    live: float | None = Field(description="share of the window's rows; null while it is empty")
+    training: float
+
+
+class RawFeatureDrift(BaseModel):
+    name: str
+    kind: Literal["numeric", "boolean", "categorical"]
+    missing_rate: float | None = Field(description="share of the window's rows where it was missing")
+    training_missing_rate: float
+    psi: float | None = Field(description="categorical and boolean: population stability index vs training")
+    psi_threshold: float | None
+    frequencies: dict[str, BinShares] | None = Field(
+        description="categorical and boolean: each category (<other>: pooled and unseen, <missing>) live and in training"
+    )
+    verdict: Literal["ok", "drift", "insufficient_data"]
+
+
+class RawFeaturesDrift(BaseModel):
+    verdict: Literal["ok", "drift", "insufficient_data"]
+    rows: int
+    min_rows: int
+    psi_threshold: float
+    missing_rate_gap: float = Field(description="a missing rate further than this from training's drifts")
+    features: list[RawFeatureDrift]
+
+
 class DriftReport(BaseModel):
     """With the monitor off only model, artifact_sha256, enabled, verdict, alert and message are sent."""
 
@@ -229,6 +331,10 @@ class DriftReport(BaseModel):
     worst_feature: Worst | None = None
     input: SiteReport | None = None
     layers: list[SiteReport] | None = None
+    raw_features: RawFeaturesDrift | None = Field(
+        None,
+        description="models with preprocessing: category frequencies (PSI) and missing rates vs training",
+    )
 
 
 class DriftReset(BaseModel):

@@ -1,5 +1,9 @@
 """Turns a /predict body into a float32 array ``(B, F)``, or a 4xx error that says what and where.
 
+With an artifact's preprocessing (``encoder``), rows are raw table rows: numbers, strings for categorical
+features, true/false, null for missing values; they are encoded into the network's input (``TableRows``),
+the raw columns kept for the drift monitor. An all-numeric model still takes the fast paths below.
+
 The common case (rows as JSON arrays of numbers) takes a vectorized path: simdjson parses the numbers into
 one buffer. Anything else is decoded by orjson; rows of numbers then take one ``np.array`` call, and anything
 unusual the exact path, which walks the rows to name the first bad cell.
@@ -9,13 +13,29 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 import simdjson
 
+from models.errors import InputError
+from models.preprocessing import Encoder
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
+
+
+@dataclass
+class TableRows:
+    """Raw table rows, encoded: what the network takes and the columnar raw form it came from."""
+
+    x: np.ndarray  # (B, W) float32, the network's input
+    numbers: np.ndarray  # (B, numeric and boolean features) float64, NaN where missing
+    codes: np.ndarray  # (B, categorical features) int64 vocabulary codes (models.preprocessing)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
 
 _MAX_DEPTH = 1024  # orjson's nesting limit
 # Below this, orjson + np.array is faster: simdjson's per-document checks cost more than they save on a few
@@ -40,11 +60,106 @@ def parse_body(body: bytes) -> Any:
             raise BadRequest(f"malformed JSON body: {e}") from None
 
 
-def parse_instances(body: bytes, feature_names: list[str], *, max_rows: int) -> np.ndarray:
-    """Gives back the request's rows as a float32 array of shape (B, len(feature_names))."""
-    rows = _numeric_rows(body, len(feature_names), max_rows=max_rows)
-    if rows is not None:
-        return rows
+def parse_instances(
+    body: bytes, feature_names: list[str], *, max_rows: int, encoder: Encoder | None = None
+) -> np.ndarray | TableRows:
+    """Gives back the request's rows as a float32 array of shape (B, len(feature_names)), or with an
+    ``encoder`` as ``TableRows``."""
+    numbers_only = encoder is None or not encoder.categorical
+    if numbers_only:
+        rows = _numeric_rows(body, len(feature_names), max_rows=max_rows)
+        if rows is not None:
+            return rows if encoder is None else _encoded_numbers(encoder, rows, feature_names)
+    instances = _instances(body, max_rows=max_rows)
+    if numbers_only and isinstance(instances[0], list) and _only_numbers_after_the_key(body):
+        try:
+            # Beyond float32's range becomes inf, NaN stays NaN: both fail the isfinite check below.
+            with np.errstate(over="ignore"):
+                rows = np.array(instances, dtype=np.float32)
+        except (ValueError, TypeError, OverflowError):  # OverflowError: an integer beyond float64
+            rows = None
+        n = len(feature_names)
+        if rows is not None and rows.ndim == 2 and rows.shape[1] == n and _all_finite(rows):
+            return rows if encoder is None else _encoded_numbers(encoder, rows, feature_names)
+    if encoder is not None:
+        return _parse_table(instances, feature_names, encoder)  # null, strings, true/false: one by one
+    return _parse_exactly(instances, feature_names)
+
+
+def _encoded_numbers(encoder: Encoder, rows: np.ndarray, feature_names: list[str]) -> TableRows:
+    _check_booleans(rows, encoder, feature_names)
+    numbers = rows.astype(np.float64)
+    codes = np.empty((len(rows), 0), dtype=np.int64)
+    x = rows if encoder.numeric_only else encoder.encode(numbers, codes)
+    return TableRows(x=x, numbers=numbers, codes=codes)
+
+
+def _parse_table(instances: list[Any], feature_names: list[str], encoder: Encoder) -> TableRows:
+    n = len(feature_names)
+    index = {name: j for j, name in enumerate(feature_names)}
+    raw = []
+    for i, row in enumerate(instances):
+        if isinstance(row, dict):
+            raw.append(_row_from_object(row, i, feature_names, index))
+        elif isinstance(row, list):
+            if len(row) != n:
+                raise Unprocessable(f"expected {n} features, got {len(row)} at row {i}")
+            raw.append(row)
+        else:
+            raise Unprocessable(
+                f"expected each row to be a list of {n} values or an object keyed by feature name, "
+                f"got {type(row).__name__} at row {i}"
+            )
+    try:
+        numbers, codes = encoder.columns(raw, feature_names)
+    except InputError as e:
+        raise Unprocessable(str(e)) from None
+    return TableRows(x=encoder.encode(numbers, codes), numbers=numbers, codes=codes)
+
+
+def table_rows_from_columns(
+    columns: dict[str, np.ndarray], feature_names: list[str], encoder: Encoder
+) -> TableRows:
+    """Gives back table rows from one array per feature (the Open Inference Protocol's per-feature tensors):
+    numbers (NaN: missing), booleans, or strings and bytes (UTF-8) for categorical features (None: missing).
+    The arrays are of one length B; each value is then checked as in a JSON row."""
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) != 1:
+        raise Unprocessable(
+            f"expected every feature's tensor to hold the same number of rows, got {sorted(lengths)}"
+        )
+    (b,) = lengths
+    cells = []
+    for name in feature_names:
+        values = columns[name].reshape(b)
+        if values.dtype.kind == "f":
+            cells.append([None if v != v else v for v in values.tolist()])  # NaN: missing
+        elif values.dtype.kind in "SO":
+            cells.append([_text(v, name, i) for i, v in enumerate(values.tolist())])
+        else:
+            cells.append(values.tolist())
+    rows = [list(row) for row in zip(*cells, strict=True)]
+    try:
+        numbers, codes = encoder.columns(rows, feature_names)
+    except InputError as e:
+        raise Unprocessable(str(e)) from None
+    return TableRows(x=encoder.encode(numbers, codes), numbers=numbers, codes=codes)
+
+
+def _text(v: Any, name: str, i: int) -> Any:
+    if isinstance(v, float) and v != v:  # NaN: missing
+        return None
+    if isinstance(v, bytes):
+        try:
+            return v.decode()
+        except UnicodeDecodeError:
+            raise Unprocessable(
+                f"expected UTF-8 text for feature {name!r} at row {i}, got {v[:40]!r}"
+            ) from None
+    return v
+
+
+def _instances(body: bytes, *, max_rows: int) -> list[Any]:
     payload = parse_body(body)
     if not isinstance(payload, dict) or "instances" not in payload:
         got = (
@@ -58,17 +173,7 @@ def parse_instances(body: bytes, feature_names: list[str], *, max_rows: int) -> 
         raise Unprocessable("expected at least one row in 'instances', got an empty list")
     if len(instances) > max_rows:
         raise PayloadTooLarge(f"expected at most {max_rows} rows per request, got {len(instances)}")
-    n = len(feature_names)
-    if isinstance(instances[0], list) and _only_numbers_after_the_key(body):
-        try:
-            # Beyond float32's range becomes inf, NaN stays NaN: both fail the isfinite check below.
-            with np.errstate(over="ignore"):
-                rows = np.array(instances, dtype=np.float32)
-        except (ValueError, TypeError, OverflowError):  # OverflowError: an integer beyond float64
-            rows = None
-        if rows is not None and rows.ndim == 2 and rows.shape[1] == n and _all_finite(rows):
-            return rows
-    return _parse_exactly(instances, feature_names)
+    return instances
 
 
 def _all_finite(rows: np.ndarray) -> bool:
@@ -78,9 +183,16 @@ def _all_finite(rows: np.ndarray) -> bool:
     return math.isfinite(rows.sum(dtype=np.float64))
 
 
-def parse_float32_rows(body: bytes, feature_names: list[str], *, max_rows: int) -> np.ndarray:
+def parse_float32_rows(
+    body: bytes, feature_names: list[str], *, max_rows: int, encoder: Encoder | None = None
+) -> np.ndarray | TableRows:
     """Gives back an ``application/octet-stream`` body, raw little-endian float32 rows in feature order
-    (row-major, no header), as an array (B, F): the bulk path, with no JSON to parse."""
+    (row-major, no header), as an array (B, F): the bulk path, with no JSON to parse. A model with
+    preprocessing takes it when all its features are numeric or boolean (1.0 / 0.0); NaN is then missing."""
+    if encoder is not None and encoder.categorical:
+        raise Unprocessable(
+            "expected JSON rows: this model has categorical features, which a float32 body cannot carry"
+        )
     n = len(feature_names)
     row_bytes = 4 * n
     if not body:
@@ -96,12 +208,26 @@ def parse_float32_rows(body: bytes, feature_names: list[str], *, max_rows: int) 
     if rows > max_rows:
         raise PayloadTooLarge(f"expected at most {max_rows} rows per request, got {rows}")
     out = np.frombuffer(body, dtype="<f4").reshape(rows, n).astype(np.float32)  # a native, writable copy
-    if not _all_finite(out):
-        i, j = (int(k) for k in np.argwhere(~np.isfinite(out))[0])
-        raise Unprocessable(
-            f"expected a finite number at row {i}, column {j} ({feature_names[j]!r}), got {out[i, j]}"
-        )
-    return out
+    if not _all_finite(out):  # one float64 sum; with an encoder NaN is a missing value, only inf is refused
+        bad = np.isinf(out) if encoder is not None else ~np.isfinite(out)
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            raise Unprocessable(
+                f"expected a finite number at row {i}, column {j} ({feature_names[j]!r}), got {out[i, j]}"
+            )
+    return out if encoder is None else _encoded_numbers(encoder, out, feature_names)
+
+
+def _check_booleans(rows: np.ndarray, encoder: Encoder, feature_names: list[str]) -> None:
+    for k, j in enumerate(encoder.numeric):
+        if encoder.kinds[j] == "boolean":
+            col = rows[:, k]
+            bad = np.flatnonzero(~np.isnan(col) & (col != 0) & (col != 1))
+            if len(bad):
+                raise Unprocessable(
+                    f"expected 1.0 (true), 0.0 (false) or NaN (missing) for boolean feature {feature_names[j]!r} "
+                    f"at row {bad[0]}, got {col[bad[0]]}"
+                )
 
 
 def _numeric_rows(body: bytes, n: int, *, max_rows: int) -> np.ndarray | None:

@@ -36,9 +36,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
+from models.preprocessing import Encoder
 from models.signature import INPUT, LABEL, LOGITS, PROBABILITIES, VALUE, Signature
-from service.errors import BadRequest, PayloadTooLarge
-from service.inference.inputs import parse_body
+from service.errors import BadRequest, PayloadTooLarge, Unprocessable
+from service.inference.inputs import TableRows, parse_body, table_rows_from_columns
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -74,7 +75,7 @@ class RequestedOutput(NamedTuple):
 
 @dataclass(slots=True)
 class InferRequest:
-    rows: np.ndarray  # float32 (B, F), features in manifest order
+    rows: np.ndarray | TableRows  # float32 (B, F), features in manifest order; a table model's rows encoded
     outputs: tuple[RequestedOutput, ...]
     id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +100,7 @@ def parse_infer_request(
     feature_names: list[str],
     signature: Signature,
     max_rows: int,
+    encoder: Encoder | None = None,
 ) -> InferRequest:
     """Gives back the rows and requested outputs of an inference request; ``header_length`` is the value of
     its ``Inference-Header-Content-Length`` header, if any. Raises ``BadRequest`` (400) or
@@ -124,7 +126,13 @@ def parse_infer_request(
     # np.array turns a JSON true among numbers into 1.0: only a header with a true or false in it (anywhere)
     # has each tensor's data walked for booleans.
     maybe_booleans = b"true" in header or b"false" in header
-    rows = None if maybe_booleans or binary else _common_rows(inputs, len(feature_names), max_rows)
+    rows: np.ndarray | TableRows | None = None
+    if encoder is not None:
+        rows = _table_rows(
+            inputs, binary, header_length is not None, len(header), feature_names, encoder, max_rows
+        )
+    elif not (maybe_booleans or binary):
+        rows = _common_rows(inputs, len(feature_names), max_rows)
     if rows is None:
         tensors = _read_tensors(inputs, binary, header_length is not None, len(header), maybe_booleans)
         rows = _rows(tensors, feature_names, max_rows=max_rows)
@@ -357,10 +365,7 @@ def _rows(tensors: list[_Tensor], feature_names: list[str], *, max_rows: int) ->
             f"unknown input {unknown[0]!r}: expected one tensor {INPUT!r} of shape [B, {n}], or one tensor per "
             f"feature named as in the model metadata ({_clip(feature_names)})"
         )
-    missing = [name for name in feature_names if name not in names]
-    if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise BadRequest(f"missing input {missing[0]!r}{more}: one tensor per feature needs all {n} features")
+    _check_every_feature(names, feature_names)
     batch = tensors[0].values.shape[0]
     out = np.empty((batch, n), dtype=np.float32)
     for t in tensors:
@@ -532,3 +537,141 @@ def tensor_metadata(signature: Signature) -> dict[str, list[dict[str, Any]]]:
         return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in specs]
 
     return {"inputs": describe(signature.inputs), "outputs": describe(signature.outputs)}
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+_TABLE_DATATYPES = {
+    "numeric": ("FP32", "FP64", *NUMERIC_DATATYPES),
+    "boolean": ("BOOL",),
+    "categorical": ("BYTES",),
+}
+
+
+def _table_rows(
+    inputs: list[Any],
+    binary: bytes,
+    has_header: bool,
+    header_bytes: int,
+    feature_names: list[str],
+    encoder: Encoder,
+    max_rows: int,
+) -> TableRows:
+    """Gives back the encoded rows of a model with preprocessing: one tensor per feature, BYTES (UTF-8) for a
+    categorical feature, BOOL (or 0/1 numbers) for a boolean one, numbers for a numeric one; JSON null (or a
+    missing token, or NaN in binary data) is a missing value. A single ``input`` tensor [B, F] of numbers
+    is taken when every feature is numeric or boolean."""
+    names = [spec.get("name") if isinstance(spec, dict) else None for spec in inputs]
+    if names == [INPUT]:
+        if encoder.categorical:
+            raise BadRequest(
+                f"input {INPUT!r}: this model has categorical features, which an FP32 tensor cannot carry; "
+                "expected one tensor per feature (BYTES for the categorical ones, as the model metadata lists)"
+            )
+        rows = _rows(
+            _read_tensors(inputs, binary, has_header, header_bytes, True), feature_names, max_rows=max_rows
+        )
+        columns = {name: rows[:, j].astype(np.float64) for j, name in enumerate(feature_names)}
+    else:
+        kinds = dict(zip(feature_names, encoder.kinds, strict=True))
+        columns, offset = {}, 0
+        for i, spec in enumerate(inputs):
+            name = names[i]
+            if not isinstance(name, str):
+                raise BadRequest(f"expected inputs[{i}] to be a tensor object with a string 'name'")
+            if name not in kinds:
+                raise BadRequest(
+                    f"unknown input {name!r}: expected one tensor per feature named as in the model metadata "
+                    f"({_clip(feature_names)})"
+                )
+            if name in columns:
+                raise BadRequest(f"input {name!r} is given twice")
+            datatype = spec.get("datatype")
+            if datatype not in _TABLE_DATATYPES[kinds[name]]:
+                raise BadRequest(
+                    f"input {name!r}: a {kinds[name]} feature takes datatype "
+                    f"{' or '.join(_TABLE_DATATYPES[kinds[name]][:2])}, got {_clip(datatype)}"
+                )
+            shape = _shape(name, spec.get("shape"))
+            if len(shape) == 2 and shape[1] != 1:
+                raise BadRequest(f"input {name!r}: expected shape [B] or [B, 1], got {shape}")
+            params = _parameters(spec.get("parameters"), f"input {name!r}")
+            _refuse_unsupported(params, f"input {name!r}")
+            size = params.get("binary_data_size")
+            if size is None:
+                columns[name] = _json_column(name, spec.get("data"), datatype, shape[0])
+            else:
+                if not has_header:
+                    raise BadRequest(
+                        f"input {name!r} has binary_data_size but the request has no Inference-Header-Content-"
+                        "Length header to say where its JSON ends"
+                    )
+                columns[name] = _binary_column(name, size, datatype, shape, binary, offset)
+                offset += size
+        if offset != len(binary):
+            raise BadRequest(
+                f"the inputs' binary_data_size add up to {offset} bytes, but {len(binary)} bytes follow the "
+                f"{header_bytes}-byte JSON header"
+            )
+        _check_every_feature(list(columns), feature_names)
+    batch = len(next(iter(columns.values())))
+    if batch > max_rows:
+        raise PayloadTooLarge(f"expected at most {max_rows} rows per request, got {batch}")
+    try:
+        return table_rows_from_columns(columns, feature_names, encoder)
+    except Unprocessable as e:
+        raise BadRequest(e.message) from None
+
+
+def _check_every_feature(names: list[str], feature_names: list[str]) -> None:
+    missing = [name for name in feature_names if name not in names]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise BadRequest(
+            f"missing input {missing[0]!r}{more}: one tensor per feature needs all {len(feature_names)} features"
+        )
+
+
+def _json_column(name: str, data: Any, datatype: str, batch: int) -> np.ndarray:
+    if not isinstance(data, list):
+        raise BadRequest(f"input {name!r}: expected 'data' to be a list of {batch} values, got {_clip(data)}")
+    values = list(_flatten(data))
+    if len(values) != batch:
+        raise BadRequest(f"input {name!r}: its shape holds {batch} values, but 'data' holds {len(values)}")
+    if datatype in ("BYTES", "BOOL"):
+        return np.array(values, dtype=object)  # each value is checked by the encoder, row and feature named
+    return np.array([math.nan if v is None else v for v in values], dtype=object)
+
+
+def _binary_column(
+    name: str, size: Any, datatype: str, shape: list[int], binary: bytes, offset: int
+) -> np.ndarray:
+    if type(size) is not int or size < 0 or offset + size > len(binary):
+        raise BadRequest(f"input {name!r}: binary_data_size {_clip(size)} does not fit the binary data sent")
+    chunk = binary[offset : offset + size]
+    if datatype == "BOOL":
+        if size != shape[0]:
+            raise BadRequest(
+                f"input {name!r}: shape {shape} of BOOL is {shape[0]} bytes, binary_data_size says {size}"
+            )
+        return np.frombuffer(chunk, dtype=np.bool_)
+    if datatype != "BYTES":
+        return (
+            _binary_values(name, size, datatype, shape, shape[0], binary, offset)
+            .reshape(-1)
+            .astype(np.float64)
+        )
+    out, at = [], 0  # BYTES: each element its 4-byte little-endian length, then its bytes
+    while at < size:
+        if at + 4 > size:
+            raise BadRequest(f"input {name!r}: BYTES data ends inside an element's 4-byte length")
+        n = int.from_bytes(chunk[at : at + 4], "little")
+        if at + 4 + n > size:
+            raise BadRequest(f"input {name!r}: a BYTES element of {n} bytes runs past binary_data_size")
+        out.append(chunk[at + 4 : at + 4 + n])
+        at += 4 + n
+    if len(out) != shape[0]:
+        raise BadRequest(
+            f"input {name!r}: shape {shape} holds {shape[0]} values, but the BYTES data holds {len(out)}"
+        )
+    return np.array(out, dtype=object)

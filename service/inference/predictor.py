@@ -26,13 +26,16 @@ from typing import Any
 import numpy as np
 
 from models.errors import ArtifactError
+from models.preprocessing import Encoder
 from models.reader import VerifiedArtifact
 from service.errors import NotReady
 from service.inference.answers import AnswerEncoder
 from service.inference.batching import MicroBatcher
+from service.inference.inputs import TableRows
 from service.inference.loaded import Forward, Loaded
 from service.inference.tuning import keep_freed_memory
 from service.monitoring.drift import DriftMonitor, MonitorFactory
+from service.monitoring.drift.features import FeatureDrift
 from service.settings import Settings
 
 log = logging.getLogger("bnserve")
@@ -61,6 +64,7 @@ class Predictor:
         self.batcher: MicroBatcher | None = None
         self.answers: AnswerEncoder | None = None
         self.drift: DriftMonitor | None = None
+        self.feature_drift: FeatureDrift | None = None  # categories and missing rates, with preprocessing
         self.device = "cpu"  # where the forwards run
         self.fold_max_abs_diff: float | None = None
         self.num_classes: int | None = None  # a classifier's K: its forward gives probabilities then logits
@@ -114,6 +118,11 @@ class Predictor:
         self.artifact, self.serving_model, self.drift = loaded.artifact, loaded.serving_model, loaded.drift
         # Both runtimes give a classifier's probabilities then its logits (keep_logits): split per request.
         self.num_classes = m.num_outputs if m.task == "classification" else None
+        if loaded.drift is not None and m.preprocessing is not None:
+            s = self.settings
+            self.feature_drift = FeatureDrift(
+                m.feature_names, m.preprocessing, rows=s.drift_window, min_rows=s.drift_min_rows
+            )
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -133,17 +142,28 @@ class Predictor:
     def feature_names(self) -> list[str]:
         return self.require_ready().manifest.feature_names
 
-    async def predict(self, rows: np.ndarray) -> np.ndarray:
-        """Gives back the batch output for ``rows`` (B, F): class probabilities (B, K) or values (B, 1)."""
+    @property
+    def encoder(self) -> Encoder | None:
+        """The artifact's preprocessing, raw table rows -> the network's input; None: rows go in as sent."""
+        return self.require_ready().encoder
+
+    async def predict(self, rows: np.ndarray | TableRows) -> np.ndarray:
+        """Gives back the batch output for ``rows`` (B, F), or encoded table rows: class probabilities (B, K)
+        or values (B, 1)."""
         return (await self.predict_outputs(rows))[0]
 
-    async def predict_outputs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    async def predict_outputs(self, rows: np.ndarray | TableRows) -> tuple[np.ndarray, np.ndarray | None]:
         """Gives back (probabilities (B, K) or values (B, 1), a classifier's logits (B, K) or None) for
-        ``rows`` (B, F), from the same forward pass as every other request merged with them."""
+        ``rows`` (B, F) or encoded table rows, from the same forward pass as every other request merged
+        with them."""
         self.require_ready()
         assert self.batcher is not None
         if self._on_predict_rows is not None:
             self._on_predict_rows(len(rows))
+        if isinstance(rows, TableRows):
+            if self.feature_drift is not None:
+                self.feature_drift.add(rows.numbers, rows.codes)
+            rows = rows.x
         out = await self.batcher.submit(rows)
         k = self.num_classes
         return (out, None) if k is None else (out[:, :k], out[:, k:])

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from models import Artifact, load_artifact
+from models.artifact import canary_tensor
 from models.bn import batchnorm_layers, fold_batchnorm, model_bn_fingerprint, training_bn_layers
 from models.device import pick_device
 from models.layers import Rescale
@@ -162,7 +163,7 @@ def _max_abs_diff(model: nn.Module, folded: nn.Module, artifact: Artifact, devic
     """Gives back the largest difference between the two networks' outputs on the canary inputs, in the
     network's own units: before a final ``Rescale`` (regression), whose multiplication by the target's
     standard deviation would scale float32 rounding along with it."""
-    x = torch.tensor(artifact.manifest.canary.inputs, dtype=torch.float32, device=device)
+    x = canary_tensor(artifact.manifest, artifact.path).to(device)  # raw rows encoded, with preprocessing
     last = list(model.children())[-1]
     scale = last.scale if isinstance(last, Rescale) else 1.0
     with torch.inference_mode():

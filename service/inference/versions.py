@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.reader import canary_inputs
 from service.inference.predictor import Predictor
 from service.monitoring.drift import MonitorFactory
 from service.monitoring.metrics import Metrics
@@ -63,7 +64,7 @@ def warm_up(predictor: Predictor) -> None:
     """Runs the serving network on the canary rows at each of ``WARM_UP_ROWS``, outside the runtime, so
     the drift window never sees these rows and the first request pays no first-call costs."""
     artifact = predictor.require_ready()
-    canary = np.asarray(artifact.manifest.canary.inputs, dtype=np.float32)
+    canary = canary_inputs(artifact.manifest, artifact.path)  # raw rows encoded, with preprocessing
     batches = [np.resize(canary, (rows, *canary.shape[1:])) for rows in WARM_UP_ROWS]
     if predictor.serving_model is None:  # the lean runtime: its numpy network, without the drift observer
         network = getattr(predictor.runtime, "network", None)

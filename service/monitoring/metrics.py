@@ -50,6 +50,7 @@ from prometheus_client import (
 
 from models.reader import VerifiedArtifact
 from service.monitoring.drift import DriftMonitor
+from service.monitoring.drift.features import FeatureDrift
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROW_BUCKETS = tuple(float(2**k) for k in range(14))  # 1 ... 8192
@@ -132,6 +133,20 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.feature_psi = Gauge(
+            "bnserve_feature_psi",
+            "population stability index of a categorical or boolean feature's frequencies vs training",
+            [*VERSION, "feature"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.feature_missing_rate = Gauge(
+            "bnserve_feature_missing_rate",
+            "share of the drift window's rows where the feature was missing",
+            [*VERSION, "feature"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.drift_verdict = Gauge(
             "bnserve_drift_verdict", "1 for the current drift verdict", [*VERSION, "verdict"], registry=r,
             multiprocess_mode="livemax",
@@ -139,6 +154,7 @@ class Metrics:
         self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._info: dict[tuple[str, ...], float] = {}  # model_info label values -> 1 serving, 0 unloaded
         self._drift_sites: dict[tuple[str, str], list[str]] = {}  # published drift series: version -> sites
+        self._feature_series: dict[tuple[str, str], set[tuple[str, str]]] = {}  # version -> (gauge, feature)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         series = self._request_series.get((route, method, status))
@@ -166,11 +182,25 @@ class Metrics:
                 self._info[labels] = now
                 self.model_info.labels(*labels).set(now)
 
-    def refresh_drift(self, monitors: Mapping[tuple[str, str], DriftMonitor | None]) -> None:
-        """Publishes each serving version's monitor's current numbers (or the verdict disabled), and drops
-        the series of versions no longer serving."""
-        for key in set(self._drift_sites) - set(monitors):
+    def refresh_drift(
+        self,
+        monitors: Mapping[tuple[str, str], DriftMonitor | None],
+        features: Mapping[tuple[str, str], FeatureDrift | None] | None = None,
+    ) -> None:
+        """Publishes each serving version's monitor's current numbers (or the verdict disabled) and its
+        per-feature numbers (a table artifact's), and drops the series of versions no longer serving."""
+        for key in (set(self._drift_sites) | set(self._feature_series)) - set(monitors):
             self._forget_drift(*key)
+        for (model, version), feature_drift in (features or {}).items():
+            if feature_drift is None:
+                continue
+            names = self._feature_series.setdefault((model, version), set())
+            for f in feature_drift.report()["features"]:
+                self.feature_missing_rate.labels(model, version, f["name"]).set(f["missing_rate"] or 0.0)
+                names.add(("missing", f["name"]))
+                if f["psi"] is not None or f["kind"] != "numeric":
+                    self.feature_psi.labels(model, version, f["name"]).set(f["psi"] or 0.0)
+                    names.add(("psi", f["name"]))
         for (model, version), drift in monitors.items():
             self._drift_sites[model, version] = [s.name for s in drift.sites] if drift is not None else []
             if drift is None:
@@ -192,6 +222,10 @@ class Metrics:
         for gauge in (self.drift_overall, self.drift_alert, self.drift_rows):
             with contextlib.suppress(KeyError):
                 gauge.remove(model, version)
+        for gauge_name, feature in self._feature_series.pop((model, version), set()):
+            gauge = self.feature_psi if gauge_name == "psi" else self.feature_missing_rate
+            with contextlib.suppress(KeyError):
+                gauge.remove(model, version, feature)
         for v in VERDICTS:
             with contextlib.suppress(KeyError):
                 self.drift_verdict.remove(model, version, v)
@@ -199,9 +233,13 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 self.drift_score.remove(model, version, site)
 
-    def render(self, monitors: Mapping[tuple[str, str], DriftMonitor | None]) -> bytes:
+    def render(
+        self,
+        monitors: Mapping[tuple[str, str], DriftMonitor | None],
+        features: Mapping[tuple[str, str], FeatureDrift | None] | None = None,
+    ) -> bytes:
         """Gives back every series in the text format (all workers' in multiprocess mode)."""
-        self.refresh_drift(monitors)
+        self.refresh_drift(monitors, features)
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()

@@ -251,3 +251,20 @@ def test_a_layer_the_lean_runtime_cannot_compute_is_refused_by_name() -> None:
     arrays = {k: np.ones(shape, dtype=dtype) for k, (shape, dtype) in tensors.items()}
     with pytest.raises(UnsupportedLayerError, match=r"layer 'bn1' \(BatchNorm1d\) gets images"):
         build_network(specs, arrays)
+
+
+def test_a_table_artifact_loads_lean_its_raw_canary_rows_encoded_as_torch_encodes_them(
+    table_artifact: Path,
+) -> None:
+    lean, full = load_lean_artifact(table_artifact), load_artifact(table_artifact)
+    m = lean.manifest
+    assert m.preprocessing is not None and lean.encoder is not None and full.encoder is not None
+    assert any(isinstance(v, str) or v is None for r in m.canary.inputs for v in r)  # raw rows, as stored
+    x = lean.encoder.encode_rows(m.canary.inputs, m.feature_names)
+    assert x.shape[1] == m.input_width != len(m.feature_names)
+    with torch.inference_mode():
+        expected = full.model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(lean.network(x), expected, atol=1e-5, rtol=1e-5)
+    folded, diff = fold(lean)
+    assert diff < 1e-4
+    np.testing.assert_allclose(folded(x), expected, atol=1e-4, rtol=1e-4)

@@ -14,6 +14,7 @@ import torch
 
 from models import Manifest, load_artifact
 from models.artifact import check_manifest_consistency
+from models.preprocessing import Preprocessing, encoded_names
 from tests.models.tiny_nets import KINDS, Trained
 
 ARTIFACT_MD = Path(__file__).parents[2] / "docs" / "ARTIFACT.md"
@@ -101,7 +102,15 @@ def test_reference_refuses_a_weights_file_changed_after_export(
 
 
 def test_example_manifest_in_the_doc_is_a_valid_manifest() -> None:
-    (example,) = code_blocks("json")
+    example, _ = code_blocks("json")
     manifest = Manifest.model_validate(orjson.loads(example))
     check_manifest_consistency(manifest, ARTIFACT_MD)
     assert manifest.canary.atol == 1e-5
+
+
+def test_example_preprocessing_in_the_doc_is_valid_and_as_wide_as_the_doc_says() -> None:
+    _, example = code_blocks("json")
+    pre = Preprocessing.model_validate(orjson.loads(example))
+    assert encoded_names(["age", "plan", "member"], pre) == [
+        "age", "age:missing", "plan=basic", "plan=plus", "plan=pro", "plan=<other>", "plan=<missing>", "member",
+    ]  # fmt: skip

@@ -112,6 +112,7 @@ def downgrade_to_format_1(artifact_dir: Path) -> Path:
     m = orjson.loads(path.read_bytes())
     assert not m.pop("files"), "format 1 has no extra files"
     m.pop("bn_statistics")
+    assert m.pop("preprocessing") is None, "format 1 has no preprocessing"
     tensors = load_file(artifact_dir / "weights.safetensors")
     m["batchnorm"] = [
         {

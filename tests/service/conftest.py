@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from tests.service.serving import serving
 
 RUNTIMES = ["torch", "lean"]
-CLIENTS = {"client", "digits_client", "diabetes_client"}
+CLIENTS = {"client", "digits_client", "diabetes_client", "table_client"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -64,7 +64,7 @@ def bn_stats_view(predictor: Predictor, *, layer: str | None = None, vectors: bo
         "mode": "eval" if not training else "train",
         "input_standardization": {
             "layer": std.layer,
-            "feature_names": artifact.manifest.feature_names,
+            "feature_names": artifact.manifest.input_columns,  # with preprocessing: its input columns
             **({"mean": std.mean, "std": std.std} if vectors else {}),
             "summary": {"mean": _summary(std.mean), "std": _summary(std.std)},
         },

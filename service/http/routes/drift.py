@@ -30,7 +30,19 @@ def drift(
     monitor = _monitor(predictor)
     if monitor is None:
         return _identity(predictor) | _DISABLED
-    return _identity(predictor) | monitor.report(top=top, features=features)
+    answer = _identity(predictor) | monitor.report(top=top, features=features)
+    if predictor.feature_drift is not None:
+        raw = predictor.feature_drift.report()
+        answer["raw_features"] = raw
+        if raw["verdict"] == "drift" and answer["verdict"] != "drift":
+            drifting = [f["name"] for f in raw["features"] if f["verdict"] == "drift"]
+            answer["verdict"], answer["alert"] = "drift", True
+            answer["message"] = (
+                f"the category frequencies or missing rates of {drifting} differ from training's "
+                f"(PSI > {raw['psi_threshold']} or a missing rate off by more than {raw['missing_rate_gap']}); "
+                + answer["message"]
+            ).strip()
+    return answer
 
 
 @router.post(
@@ -46,6 +58,8 @@ def reset(predictor: PredictorDep) -> dict[str, Any]:
     if monitor is None:
         return _identity(predictor) | _DISABLED
     monitor.reset()
+    if predictor.feature_drift is not None:
+        predictor.feature_drift.reset()
     return _identity(predictor) | {"enabled": True, "reset": True, "since": monitor.since}
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from service.http.deps import PredictorDep
-from service.http.schemas import Metadata, errors
+from service.http.schemas import Metadata, errors, feature_infos
 from service.inference.predictor import Predictor
 
 router = APIRouter(tags=["health"])
@@ -32,6 +32,7 @@ def metadata_view(predictor: Predictor) -> dict[str, Any]:
         "version": predictor.version,
         "task": m.task,
         "feature_names": m.feature_names,
+        "features": [f.model_dump() for f in feature_infos(m.feature_names, m.preprocessing)],
         "class_labels": m.class_labels,
         "target_name": m.target_name,
         "input_shape": m.input_shape,

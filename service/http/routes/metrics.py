@@ -10,6 +10,7 @@ from service.http.deps import RegistryDep
 from service.inference.predictor import Predictor
 from service.inference.repository import ModelRegistry
 from service.monitoring.drift import DriftMonitor
+from service.monitoring.drift.features import FeatureDrift
 from service.monitoring.metrics import Metrics
 
 router = APIRouter(tags=["health"])
@@ -23,9 +24,16 @@ router = APIRouter(tags=["health"])
 )
 def metrics(request: Request, registry: RegistryDep) -> Response:
     series: Metrics = request.app.state.metrics
-    return Response(series.render(drift_monitors(registry)), media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        series.render(drift_monitors(registry), feature_drifts(registry)), media_type=CONTENT_TYPE_LATEST
+    )
 
 
 def drift_monitors(registry: ModelRegistry[Predictor]) -> dict[tuple[str, str], DriftMonitor | None]:
     """Gives back the drift monitor of every serving version, by (model, version)."""
     return {(p.model or "", p.version): p.drift for p in registry.serving()}
+
+
+def feature_drifts(registry: ModelRegistry[Predictor]) -> dict[tuple[str, str], FeatureDrift | None]:
+    """Gives back the per-feature drift of every serving version (None but for table artifacts)."""
+    return {(p.model or "", p.version): p.feature_drift for p in registry.serving()}

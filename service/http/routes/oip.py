@@ -328,6 +328,7 @@ async def _infer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
             feature_names=served.feature_names,
             signature=served.signature,
             max_rows=settings.max_rows,
+            encoder=served.predictor.encoder,
         )
         out, logits = await served.predictor.predict_outputs(request.rows)
         return 200, *served.encoder.encode(request, out, logits)

@@ -50,17 +50,22 @@ class Predict:
 
     @staticmethod
     def openapi(
-        components: dict[str, Any], *, feature_names: list[str] | None = None, max_rows: int | None = None
+        components: dict[str, Any],
+        *,
+        feature_names: list[str] | None = None,
+        kinds: list[str] | None = None,
+        max_rows: int | None = None,
     ) -> dict[str, Any]:
         """Gives back the OpenAPI path item of POST /predict; adds the schemas it refers to ``components``.
 
         With the model's ``feature_names`` (and the ``max_rows`` limit) the request schema is exactly what
-        is accepted: rows of that many finite float32 numbers, or objects with exactly those keys.
+        is accepted: rows of that many finite float32 numbers, or objects with exactly those keys. With the
+        ``kinds`` of a model with preprocessing, each value is of its feature's kind, or null (missing).
         """
         request = PredictRequest.model_json_schema()  # inline, as /docs shows it: it refers to nothing
         if feature_names is not None:
             request["properties"]["instances"] |= {
-                "items": _row_schema(feature_names),
+                "items": _row_schema(feature_names, kinds),
                 **({"maxItems": max_rows} if max_rows is not None else {}),
             }
         answer = _schema(PredictResponse, components)
@@ -159,16 +164,23 @@ def _schema(
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-def _row_schema(feature_names: list[str]) -> dict[str, Any]:
+def _row_schema(feature_names: list[str], kinds: list[str] | None = None) -> dict[str, Any]:
     """Gives back the JSON schema of one row of this model: an array in feature order, or an object."""
     number = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
     n = len(feature_names)
+    if kinds is None:
+        values = [number] * n
+        items: dict[str, Any] = {"items": number}
+    else:
+        kind_schema = {"numeric": number, "boolean": {"type": "boolean"}, "categorical": {"type": "string"}}
+        values = [{"anyOf": [kind_schema[k], {"type": "null"}]} for k in kinds]
+        items = {"prefixItems": values}
     return {
         "anyOf": [
-            {"type": "array", "items": number, "minItems": n, "maxItems": n, "title": "row in feature order"},
+            {"type": "array", **items, "minItems": n, "maxItems": n, "title": "row in feature order"},
             {
                 "type": "object",
-                "properties": {name: number for name in feature_names},
+                "properties": dict(zip(feature_names, values, strict=True)),
                 "required": feature_names,
                 "additionalProperties": False,
                 "title": "row keyed by feature name (unknown keys are refused with 422)",
@@ -209,7 +221,7 @@ async def _answer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
     model, version = _model_and_version(scope["query_string"]) if scope["query_string"] else (None, None)
     with registry.lease(model, version) as served:  # the whole request runs on this one version
         predictor = served.value
-        rows = parse(body, predictor.feature_names, max_rows=settings.max_rows)
+        rows = parse(body, predictor.feature_names, max_rows=settings.max_rows, encoder=predictor.encoder)
         out = await predictor.predict(rows)
         assert predictor.answers is not None  # predict raised NotReady otherwise
         if accept and prefers_float32(accept):

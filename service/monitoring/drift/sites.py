@@ -43,7 +43,7 @@ def input_site(artifact: VerifiedArtifact) -> Site:
     return Site(
         name=INPUT,
         kind="input",
-        channels=list(artifact.manifest.feature_names),
+        channels=artifact.manifest.input_columns,
         ref_mean=mean,
         ref_var=np.where(constant, 0.0, sd * sd),
         eps=0.0,

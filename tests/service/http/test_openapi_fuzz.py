@@ -30,10 +30,13 @@ EXAMPLES = 40  # per operation and generation mode: a few seconds in all
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, positive_data_acceptance]
 
 
-@pytest.fixture(scope="module")
-def fuzzed_app(breast_cancer_artifact: Path) -> Iterator[FastAPI]:
-    """The breast-cancer classifier's app; schemathesis runs its lifespan (once) when it loads the schema."""
-    yield create_app(Settings(model_dir=breast_cancer_artifact, device="cpu"))
+@pytest.fixture(scope="module", params=["breast_cancer_artifact", "table_artifact"])
+def fuzzed_app(request: pytest.FixtureRequest) -> Iterator[FastAPI]:
+    """The app of the breast-cancer classifier, and of the mixed-table one (categories, booleans, missing
+    values: the request schema and the drift report differ); schemathesis runs its lifespan (once) when it
+    loads the schema."""
+    artifact: Path = request.getfixturevalue(request.param)
+    yield create_app(Settings(model_dir=artifact, device="cpu"))
 
 
 @pytest.fixture(scope="module")
