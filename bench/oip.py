@@ -48,10 +48,9 @@ from bench.check import (
     oip_binary_body,
     oip_json_body,
     request_body,
-    sample_rows,
 )
 from bench.load import Item, LoadResult, drive, drive_wrk, have_wrk
-from bench.serve import DEFAULT_MODEL, HOST, Service, ensure_artifact, running
+from bench.serve import DEFAULT_MODEL, HOST, Service, prepare, running
 
 TARGET = 0.90
 BNSERVE = Service("bnserve", "service", checked=True, env=(("BNSERVE_DRIFT_ENABLED", "true"),))
@@ -344,11 +343,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    if args.load == "wrk" and not have_wrk():
-        raise SystemExit("--load wrk: wrk is not installed (apt-get install wrk), or use --load builtin")
-    artifact = ensure_artifact(Path(args.model))
-    args.model = str(artifact.path)
-    reference = Reference.from_artifact(artifact, sample_rows(artifact, max(args.big_rows, 256)))
+    artifact, reference = prepare(args)
     bench = Bench(args, reference, artifact.manifest.name)
     print(
         f"bnserve OIP benchmark: model {artifact.manifest.name!r} at {args.model}, {os.cpu_count()} CPUs, server on "

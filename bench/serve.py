@@ -637,14 +637,20 @@ def _names(text: str) -> list[str]:
     return names
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+def prepare(args: argparse.Namespace) -> tuple[Artifact, Reference]:
+    """Gives back the artifact ``args.model`` names (trained there if missing; ``args.model`` is set to its
+    path) and the reference answers of its sampled rows; refuses ``--load wrk`` without wrk."""
     if args.load == "wrk" and not have_wrk():
         raise SystemExit("--load wrk: wrk is not installed (apt-get install wrk), or use --load builtin")
     artifact = ensure_artifact(Path(args.model))
     args.model = str(artifact.path)
-    rows = sample_rows(artifact, max(args.big_rows, 256))
-    bench = Bench(args, artifact, Reference.from_artifact(artifact, rows))
+    return artifact, Reference.from_artifact(artifact, sample_rows(artifact, max(args.big_rows, 256)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    artifact, reference = prepare(args)
+    bench = Bench(args, artifact, reference)
     print(
         f"bnserve benchmark: model {artifact.manifest.name!r} at {args.model}, {os.cpu_count()} CPUs, "
         f"servers on CPU {bench.server_cpus or 'any'}, load on CPU {bench.load_cpus or 'any'}, "
