@@ -67,10 +67,9 @@ def warm_up(predictor: Predictor) -> None:
     canary = canary_inputs(artifact.manifest, artifact.path)  # raw rows encoded, with preprocessing
     batches = [np.resize(canary, (rows, *canary.shape[1:])) for rows in WARM_UP_ROWS]
     if predictor.serving_model is None:  # the lean runtime: its numpy network, without the drift observer
-        network = getattr(predictor.runtime, "network", None)
+        network = predictor.runtime.network  # type: ignore[union-attr]
         for rows in batches:
-            if network is not None:
-                network(rows)
+            network(rows)
         return
     import torch  # only the torch runtime gets here: the lean one never imports torch
 
