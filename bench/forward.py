@@ -13,6 +13,7 @@ reports these numbers and why the lean runtime computes with numpy.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import io
 import subprocess
@@ -62,7 +63,7 @@ def onnx_session(artifact: Artifact) -> Callable[[np.ndarray], object] | str:
     torch.onnx.export(
         fold_batchnorm(artifact.model),
         (x,),
-        graph,
+        graph,  # type: ignore[arg-type]  # the TorchScript exporter writes to a file object too
         input_names=["input"],
         output_names=["logits"],
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
@@ -97,7 +98,7 @@ def forward_rates(artifact: Artifact, batches: list[int]) -> dict[str, dict[int,
     rates: dict[str, dict[int, float]] = {}
     with torch.inference_mode():
         for name, fn in runtimes.items():
-            rates[name] = {b: b / best_seconds(lambda fn=fn, x=rows[:b]: fn(x)) for b in batches}
+            rates[name] = {b: b / best_seconds(functools.partial(fn, rows[:b])) for b in batches}
     return rates
 
 

@@ -157,7 +157,7 @@ class Bench:
         result = Result()
         if self.load_cpus:
             os.sched_setaffinity(0, self.load_cpus)
-        with running(BNSERVE, Path(self.args.model), cpus=self.server_cpus) as (port, _):
+        with running(BNSERVE, Path(self.args.model), cpus=self.server_cpus) as (port, _, _):
             self.pid = server_pid(port)
             for round_ in range(self.args.rounds):
                 for pair, (predict, oip) in self.pairs.items():

@@ -64,7 +64,7 @@ class Server:
                 return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS in /proc/<pid>/status")
 
-    def serving_version(self, row: list[float]) -> str:
+    def serving_version(self, row: list[float | bool | str | None]) -> str:
         status, answer = self.call("POST", "/predict", {"instances": [row]})
         return str(answer.get("version")) if status == 200 else ""
 
@@ -167,7 +167,7 @@ def swap_under_load(server: Server, port: int, artifact: Artifact, swaps: int) -
 
 
 def poll_to_answer(
-    server: Server, repo: Path, artifact: Path, row: list[float], first: int, times: int
+    server: Server, repo: Path, artifact: Path, row: list[float | bool | str | None], first: int, times: int
 ) -> list[float]:
     """Gives back, for each new version directory, the seconds from its rename into the repository to
     the first /predict answer it gives."""

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,13 @@ class Service:
     args: tuple[str, ...] = ()
     ready_path: str = "/readyz"
     predict_path: str = "/predict"
+    # An idle server of this kind takes no CPU, so it can wait while the others are measured. TorchServe's
+    # Java frontend does not (its idle threads cost bnserve-lean up to 45% of its requests/s on a shared
+    # core): it is started for its own measurements only.
+    quiet_when_idle: bool = True
+    # Seconds of load before each measurement, at least: a JVM compiles its hot paths during the first
+    # seconds of traffic (TorchServe's p99 was 0.5 s after the 1 s warm-up of --quick).
+    min_warmup_s: float = 0.0
 
     def command(self, model: Path, port: int) -> list[str]:
         args = [sys.executable, "-m", self.module, "--port", str(port), *self.args]
@@ -86,6 +94,8 @@ def _torchserve(batch: int) -> Service:
         args=("--batch-size", str(batch)),
         ready_path=torchserve.READY_PATH,
         predict_path=torchserve.PREDICT_PATH,
+        quiet_when_idle=False,
+        min_warmup_s=5.0,
     )
 
 
@@ -238,17 +248,45 @@ def running(service: Service, model: Path, *, cpus: set[int] | None) -> Iterator
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=err, stderr=subprocess.STDOUT)
+        # A session of its own: stopping it stops what it started too (TorchServe's Java frontend and workers).
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=err, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         ready = _wait_ready(proc, port, start, log, service.ready_path)
         yield port, ready, _rss_mb(proc.pid)
     finally:
-        proc.terminate()
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
+    """Stops ``proc`` and every process of its session: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            continue
+        # The leader is gone; give the rest of its session a moment to follow, then make sure.
+        deadline = time.perf_counter() + grace
+        while _group_alive(proc.pid) and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        if not _group_alive(proc.pid):
+            return
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs; zombies do not count (an orphan's zombie lingers where
+    PID 1 reaps no children, as in many containers), and there is no asking the kernel for a group's live
+    members, so /proc is read."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so split after its last ")"
+            state, _, group = stat.read_text().rpartition(")")[2].split()[:3]
+            if int(group) == pgid and state not in ("Z", "X"):
+                return True
+    return False
 
 
 def _serving_device(port: int) -> str:
@@ -280,7 +318,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, start: float, log: Pat
     while time.perf_counter() - start < 60:
         if proc.poll() is not None:
             raise SystemExit(
-                f"{proc.args} exited with {proc.returncode}; its log {log}:\n{log.read_text()[-4000:]}"
+                f"{proc.args!r} exited with {proc.returncode}; its log {log}:\n{log.read_text()[-4000:]}"
             )
         with (
             contextlib.suppress(OSError),
@@ -289,7 +327,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, start: float, log: Pat
             if r.status == 200:
                 return time.perf_counter() - start
         time.sleep(0.01)
-    raise SystemExit(f"{proc.args} was not ready after 60 s (GET {path})")
+    raise SystemExit(f"{proc.args!r} was not ready after 60 s (GET {path})")
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -347,24 +385,33 @@ class Bench:
         with contextlib.ExitStack() as stack:
             ports = {}
             for service in services:
-                port, ready, rss = stack.enter_context(running(service, self.model, cpus=self.server_cpus))
-                ports[service.name], result.startup_s[service.name] = port, ready
-                result.idle_rss_mb[service.name] = rss
-                if service.name.startswith("bnserve"):
-                    result.device[service.name] = _serving_device(port)
+                if service.quiet_when_idle:
+                    ports[service.name] = self._start(stack, service, result)
             for load in self.loads:
                 print(f"  run {index + 1}: {load.name} ...", flush=True)
                 for service in services:
                     if load.float32 and not service.name.startswith("bnserve"):
                         continue  # the reference services take JSON only
-                    measured = self._measure(service, ports[service.name], load, result)
-                    result.measurements.append(asyncio.run(measured))
+                    with contextlib.ExitStack() as own:
+                        port = ports.get(service.name) or self._start(own, service, result)
+                        measured = self._measure(service, port, load, result)
+                        result.measurements.append(asyncio.run(measured))
         # Measured again once the servers are gone; the faster of the two counts (the conservative side).
         result.forward = {
             k: max(v, rate)
             for (k, v), rate in zip(result.forward.items(), self._forward_rates().values(), strict=True)
         }
         return result
+
+    def _start(self, stack: contextlib.ExitStack, service: Service, result: RunResult) -> int:
+        """Starts ``service`` until ``stack`` closes; gives back its port. Its first start of the run gives
+        its startup time and idle memory."""
+        port, ready, rss = stack.enter_context(running(service, self.model, cpus=self.server_cpus))
+        if service.name not in result.startup_s:
+            result.startup_s[service.name], result.idle_rss_mb[service.name] = ready, rss
+            if service.name.startswith("bnserve"):
+                result.device[service.name] = _serving_device(port)
+        return port
 
     def _forward_rates(self) -> dict[str, float]:
         return measure_forward(load_artifact(self.model), self.reference.rows, cpus=self.server_cpus)
@@ -379,11 +426,11 @@ class Bench:
                 f"http://{HOST}:{port}{service.predict_path}",
                 items[0].body,
                 concurrency=load.concurrency,
-                cpus=self.load_cpus,
+                cpus=sorted(self.load_cpus) if self.load_cpus else None,
                 content_type=load.content_type,
                 accept=load.accept,
             )
-            await wrk(seconds=self.warmup)
+            await wrk(seconds=max(self.warmup, service.min_warmup_s))
             stop = asyncio.Event()
             trickle = asyncio.create_task(self._trickle(port, stop)) if service.checked else None
             r = await wrk(seconds=self.seconds)
@@ -391,7 +438,7 @@ class Bench:
             checked = self._collect(await trickle, result) if trickle else 0
         else:
             check = self.check if service.checked else None
-            for seconds in (self.warmup, self.seconds):
+            for seconds in (max(self.warmup, service.min_warmup_s), self.seconds):
                 r = await drive(
                     HOST,
                     port,

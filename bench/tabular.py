@@ -168,8 +168,8 @@ def bench_serve(seconds: float, turns: int) -> dict[str, float]:
     service = next(s for s in SERVICES if s.name == "bnserve")
     rates: dict[Path, list[float]] = {mixed: [], numeric: []}
     with (
-        running(service, mixed, cpus={0}) as (mixed_port, _),
-        running(service, numeric, cpus={0}) as (num_port, _),
+        running(service, mixed, cpus={0}) as (mixed_port, _, _),
+        running(service, numeric, cpus={0}) as (num_port, _, _),
     ):
         ports = {mixed: mixed_port, numeric: num_port}
         for _ in range(turns):

@@ -38,11 +38,16 @@ _net = fold_batchnorm(_artifact.model)
 _labels = _artifact.manifest.class_labels
 
 
+def _decoded(body):
+    return json.loads(body) if isinstance(body, (bytes, bytearray, str)) else body
+
+
 def handle(data, context):
     """One call per batch TorchServe formed: each request's rows, one forward, each caller its own rows."""
     if data is None:
         return None
-    bodies = [json.loads(item.get("body") or item.get("data")) for item in data]
+    # TorchServe hands over a JSON body already decoded (a dict); any other body as bytes.
+    bodies = [_decoded(item.get("body") or item.get("data")) for item in data]
     rows = [body["instances"] for body in bodies]
     with torch.inference_mode():
         out = _net(torch.tensor([r for rs in rows for r in rs], dtype=torch.float32))
@@ -63,9 +68,18 @@ def handle(data, context):
 '''
 
 
+def _path() -> str:
+    """PATH with this Python's own bin directory first: a virtual environment's tools are found (and its
+    Python runs TorchServe's workers) when it is used without being activated (``.venv/bin/python -m ...``)."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
 def available() -> str | None:
     """Gives back None when TorchServe can run here, else what is missing."""
-    missing = [tool for tool in ("torchserve", "torch-model-archiver", "java") if shutil.which(tool) is None]
+    path = _path()
+    missing = [
+        t for t in ("torchserve", "torch-model-archiver", "java") if shutil.which(t, path=path) is None
+    ]
     if missing:
         return f"TorchServe skipped: {', '.join(missing)} not installed (pip install torchserve torch-model-archiver; Java 17)"
     version = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
@@ -80,7 +94,7 @@ def archive(model_dir: Path, store: Path) -> None:
     handler.write_text(HANDLER)
     subprocess.run(
         [
-            "torch-model-archiver",
+            shutil.which("torch-model-archiver", path=_path()) or "torch-model-archiver",
             "--model-name",
             MODEL_NAME,
             "--version",
@@ -113,6 +127,10 @@ def main() -> None:
         f"inference_address=http://127.0.0.1:{args.port}\n"
         f"management_address=http://127.0.0.1:{args.port + 1}\n"
         f"metrics_address=http://127.0.0.1:{args.port + 2}\n"
+        # Ports of their own for gRPC and the workers' sockets too: the benchmark runs three at once.
+        f"grpc_inference_port={args.port + 3}\n"
+        f"grpc_management_port={args.port + 4}\n"
+        f"initial_worker_port={args.port + 5}\n"
         "default_workers_per_model=1\n"
         "disable_token_authorization=true\n"
         "enable_envvars_config=true\n"
@@ -120,9 +138,17 @@ def main() -> None:
         f'models={{"{MODEL_NAME}": {{"1": {{"marName": "{MODEL_NAME}.mar", "minWorkers": 1, "maxWorkers": 1, '
         f'"batchSize": {args.batch_size}, "maxBatchDelay": {args.max_batch_delay_ms}}}}}}}\n'
     )
-    env = {**os.environ, "BNSERVE_BENCH_MODEL": str(Path(args.model).resolve()), "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "BNSERVE_BENCH_MODEL": str(Path(args.model).resolve()),
+        "PYTHONPATH": str(ROOT),
+        "PATH": _path(),
+        # TorchServe keeps its pid file in the temporary directory and refuses to start while another
+        # TorchServe's is there: each instance (the benchmark runs three at once) gets its own.
+        "TMPDIR": str(store),
+    }
     command = [
-        "torchserve",
+        shutil.which("torchserve", path=env["PATH"]) or "torchserve",
         "--start",
         "--foreground",
         "--ncs",
