@@ -1,5 +1,7 @@
 """Benchmark bnserve (torch and lean runtimes) against a tutorial-style service, TorchServe, and the HTTP
-limits: a bare FastAPI endpoint and a raw ASGI one (no framework), on the same artifact.
+limits: a bare FastAPI endpoint and a raw ASGI one (no framework), on the same artifact; and against the
+minimal model server (bench/minimal.py: raw ASGI, batching, the numpy forward, orjson, nothing else), the
+limit for a model served from Python on this stack.
 
     python -m bench.serve                          # one run; trains the default artifact the first time
     python -m bench.serve --quick                  # short durations: a smoke test of the whole benchmark
@@ -111,9 +113,11 @@ SERVICES = (
     Service("naive", "bench.naive", checked=True),
     Service("bare", "bench.bare", checked=False),
     Service("raw", "bench.raw", checked=False),
+    Service("minimal", "bench.minimal", checked=True),
     *(_torchserve(b) for b in (1, 8, 16)),
 )
 BNSERVE = ("bnserve", "bnserve-lean")  # the variants the ratios are given for
+MINIMAL = "minimal"  # the least model server (bench/minimal.py): its ratios are the limit for a served model
 
 
 @dataclass(frozen=True)
@@ -512,19 +516,22 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
     bigs = {Load(args.big_concurrency, args.big_rows, float32=f).name for f in (False, True)}
     ratios = []
     for load in loads:
-        for variant in BNSERVE:
+        for variant in (*BNSERVE, MINIMAL):
             if not any(m.service == variant and m.load == load for m in runs[0].measurements):
                 continue
             row: dict[str, Any] = {"load": load, "service": variant}
-            for name, other in (("vs_naive", "naive"), ("vs_bare", "bare"), ("vs_raw", "raw")):
-                row[name] = _median(_ratio(run, load, variant, other) for run in runs)
+            pairs = (("vs_naive", "naive"), ("vs_bare", "bare"), ("vs_raw", "raw"), ("vs_minimal", MINIMAL))
+            for name, other in pairs:
+                row[name] = (
+                    _median(_ratio(run, load, variant, other) for run in runs) if other != variant else None
+                )
             row["vs_torchserve"] = _median(_vs_best_torchserve(run, load, variant) for run in runs)
             row["p99_over_p50"] = _median(
                 _rate(run, load, variant, "p99_ms") / _rate(run, load, variant, "p50_ms") for run in runs
             )
             row["vs_torch_runtime"] = (
                 _median(_ratio(run, load, variant, "bnserve") for run in runs)
-                if variant != "bnserve"
+                if variant == "bnserve-lean"
                 else None
             )
             row["monitor_on_vs_off"] = (
@@ -557,7 +564,7 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
 
 def _own_forward(run: RunResult, variant: str, batch: int) -> float:
     """The variant's own runtime in process at ``batch``, the faster of folded and unfolded (conservative)."""
-    prefix = "lean_" if variant == "bnserve-lean" else ""
+    prefix = "lean_" if variant in ("bnserve-lean", MINIMAL) else ""  # both compute models.numpy_net
     return max(run.forward[f"{prefix}folded_b{batch}"], run.forward[f"{prefix}unfolded_b{batch}"])
 
 
@@ -605,14 +612,15 @@ def print_report(summary: dict[str, Any], args: argparse.Namespace, use_wrk: boo
             f"{r['p99_ms']:.2f} | {r['failures']} |"
         )
     print(
-        "\n| load | service | / naive | / bare FastAPI | / raw ASGI | / TorchServe best | lean / torch "
-        "| monitor on / off | p99 / p50 | rows/s / own forward |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "\n| load | service | / naive | / bare FastAPI | / raw ASGI | / minimal | / TorchServe best | lean / torch "
+        "| monitor on / off | p99 / p50 | rows/s / own forward |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     for r in summary["ratios"]:
         cells = [
             _shown(r["vs_naive"], "{:.2f}x"),
             _shown(r["vs_bare"], "{:.0%}"),
             _shown(r["vs_raw"], "{:.0%}"),
+            _shown(r.get("vs_minimal"), "{:.0%}"),
             _shown(r["vs_torchserve"], "{:.2f}x"),
             _shown(r["vs_torch_runtime"], "{:.2f}x"),
             _shown(r["monitor_on_vs_off"], "{:.0%}"),

@@ -268,3 +268,18 @@ def test_a_table_artifact_loads_lean_its_raw_canary_rows_encoded_as_torch_encode
     folded, diff = fold(lean)
     assert diff < 1e-4
     np.testing.assert_allclose(folded(x), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("classes", [1, 2, 3, 16, 17, 100])
+@pytest.mark.parametrize("rows", [1, 8, 9, 1024])
+def test_softmax_matches_torch_for_any_class_count(classes: int, rows: int) -> None:
+    # Both of its paths (column by column for a few classes and many rows, row by row otherwise), with
+    # logits large enough that an unshifted exp would overflow float32.
+    z = np.random.default_rng(classes * rows).normal(scale=30.0, size=(rows, classes)).astype(np.float32)
+    z[0, 0] = 1000.0
+    got = softmax(z)
+    want = torch.softmax(torch.from_numpy(z), dim=1).numpy()
+    assert got.dtype == np.float32 and got.shape == z.shape
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
