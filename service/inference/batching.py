@@ -48,7 +48,9 @@ class MicroBatcher:
         self.max_batch_rows = max_batch_rows
         self.max_wait = max_wait_ms / 1000
         self.inline_rows = inline_rows
-        self.on_batch = on_batch  # called with the row count of every forward pass (metrics)
+        self.on_batch = (
+            on_batch  # called on the loop's thread with the row count of every forward pass (metrics)
+        )
         self._pending: list[Request] = []
         self._scheduled: asyncio.Handle | None = None
         self._busy = False  # the worker thread is running a batch
@@ -91,7 +93,7 @@ class MicroBatcher:
                 return
             rows = sum(len(r) for r, _ in batch)
             if rows <= self.inline_rows:
-                self._deliver(batch, self._run(batch))
+                self._deliver(batch, *self._run(batch))
                 continue
             self._busy = True
             done = asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch)
@@ -121,41 +123,52 @@ class MicroBatcher:
         self._pending = kept
         return batch
 
-    def _run(self, batch: list[Request]) -> list[Outcome]:
-        """Gives back each request's output or exception; runs on the loop or in the worker thread."""
+    def _run(self, batch: list[Request]) -> tuple[list[Outcome], list[int]]:
+        """Gives back each request's output or exception, and the row count of each forward pass that
+        succeeded; runs on the loop or in the worker thread."""
         try:
             x = batch[0][0] if len(batch) == 1 else np.concatenate([rows for rows, _ in batch])
             out = self.forward(x)
         except Exception as e:
             if len(batch) == 1:
-                return [e]
+                return [e], []
             # Find whose rows fail: the others must not pay for them.
-            return [outcome for item in batch for outcome in self._run([item])]
-        if self.on_batch is not None:
-            try:
-                self.on_batch(len(x))
-            except Exception:  # a metrics hook must never keep answers from their callers
-                log.exception("on_batch hook failed")
+            each: list[Outcome] = []
+            forwards: list[int] = []
+            for item in batch:
+                one, ran = self._run([item])
+                each += one
+                forwards += ran
+            return each, forwards
         outcomes: list[Outcome] = []
         start = 0
         for rows, _ in batch:
             outcomes.append(out[start : start + len(rows)])
             start += len(rows)
-        return outcomes
+        return outcomes, [len(x)]
 
-    def _on_threaded_done(self, batch: list[Request], f: asyncio.Future[list[Outcome]]) -> None:
+    def _on_threaded_done(
+        self, batch: list[Request], f: asyncio.Future[tuple[list[Outcome], list[int]]]
+    ) -> None:
         self._busy = False
         try:
-            outcomes = f.result()
+            outcomes, forwards = f.result()
         except BaseException as e:  # the executor was shut down, or the task was cancelled
-            outcomes = [e] * len(batch)
-        self._deliver(batch, outcomes)
+            outcomes, forwards = [e] * len(batch), []
+        self._deliver(batch, outcomes, forwards)
         if self._pending and self._scheduled is None:
             # Requests that queued during the forward form the next batch right away.
             self._scheduled = asyncio.get_running_loop().call_soon(self._flush)
 
-    @staticmethod
-    def _deliver(batch: list[Request], outcomes: list[Outcome]) -> None:
+    def _deliver(self, batch: list[Request], outcomes: list[Outcome], forwards: list[int]) -> None:
+        """Hands each caller its outcome and shows ``on_batch`` each forward pass; on the loop's thread, so
+        the hook (the metrics' tallies) is only ever called from there."""
+        if self.on_batch is not None:
+            for rows in forwards:
+                try:
+                    self.on_batch(rows)
+                except Exception:  # a metrics hook must never keep answers from their callers
+                    log.exception("on_batch hook failed")
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():  # cancelled while its batch ran
                 continue

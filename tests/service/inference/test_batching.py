@@ -244,3 +244,29 @@ def test_a_cancelled_caller_does_not_break_the_others() -> None:
         batcher.close()
 
     run(main())
+
+
+def test_on_batch_sees_every_successful_forward_on_the_loops_thread() -> None:
+    # The metrics' tallies may only be touched from the event loop's thread, the worker's forwards included;
+    # a failed forward is not counted, the retries of its requests one by one are.
+    def forward(x: np.ndarray) -> np.ndarray:
+        if (x == -999).any():
+            raise RuntimeError("poisoned row")
+        return per_row(x)
+
+    seen: list[tuple[int, int]] = []
+    small = distinct_rows([1, 2, 1])
+    small[1][0, 0] = -999
+    big = distinct_rows([100], seed=5)[0]
+
+    async def main() -> int:
+        batcher = MicroBatcher(
+            forward, inline_rows=64, on_batch=lambda n: seen.append((n, threading.get_ident()))
+        )
+        await asyncio.gather(batcher.submit(big), *(batcher.submit(r) for r in small), return_exceptions=True)
+        return threading.get_ident()
+
+    loop_thread = run(main())
+    assert {thread for _, thread in seen} == {loop_thread}
+    # the 100-row forward (in the worker thread), then the small batch's retries: rows 1 and 1 (the 2 failed)
+    assert sorted(n for n, _ in seen) == [1, 1, 100]
