@@ -58,6 +58,11 @@ class MicroBatcher:
 
     async def submit(self, rows: np.ndarray) -> np.ndarray:
         """Gives back the forward output for ``rows`` (B, F), computed in a batch with other callers' rows."""
+        return await self.enqueue(rows)
+
+    def enqueue(self, rows: np.ndarray) -> asyncio.Future[np.ndarray]:
+        """Queues ``rows`` (B, F) for the next batch; gives back the future of their output. What ``submit``
+        awaits: a caller that awaits this future itself saves a coroutine on the one-row path."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self._pending.append((rows, future))
@@ -67,7 +72,7 @@ class MicroBatcher:
         elif self._scheduled is None:
             wait = self.max_wait
             self._scheduled = loop.call_later(wait, self._flush) if wait > 0 else loop.call_soon(self._flush)
-        return await future
+        return future
 
     def close(self) -> None:
         self._cancel_schedule()

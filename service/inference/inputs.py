@@ -66,7 +66,7 @@ def parse_instances(
     """Gives back the request's rows as a float32 array of shape (B, len(feature_names)), or with an
     ``encoder`` as ``TableRows``."""
     numbers_only = encoder is None or not encoder.categorical
-    if numbers_only:
+    if numbers_only and len(body) >= SIMDJSON_MIN_BYTES:
         rows = _numeric_rows(body, len(feature_names), max_rows=max_rows)
         if rows is not None:
             return rows if encoder is None else _encoded_numbers(encoder, rows, feature_names)
@@ -234,7 +234,7 @@ def _numeric_rows(body: bytes, n: int, *, max_rows: int) -> np.ndarray | None:
     """Gives back the rows of ``{"instances": [[n numbers], ...]}`` parsed by simdjson straight into one
     float64 buffer, with no Python object per number (far faster than orjson + ``np.array`` on large
     bodies); None for anything else, which the paths below then parse or refuse with the exact error."""
-    if len(body) < SIMDJSON_MIN_BYTES or not _only_numbers_after_the_key(body):  # only the key is a string
+    if not _only_numbers_after_the_key(body):  # only the key is a string (the caller checked the size)
         return None
     try:
         doc = simdjson.Parser().parse(body)  # a parser per body: its results must not outlive it

@@ -17,6 +17,7 @@ Its collaborators come in at construction: ``monitor`` builds the drift monitor 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -150,12 +151,22 @@ class Predictor:
     async def predict(self, rows: np.ndarray | TableRows) -> np.ndarray:
         """Gives back the batch output for ``rows`` (B, F), or encoded table rows: class probabilities (B, K)
         or values (B, 1)."""
-        return (await self.predict_outputs(rows))[0]
+        out = await self._enqueue(rows)
+        k = self.num_classes
+        return out if k is None else out[:, :k]
 
     async def predict_outputs(self, rows: np.ndarray | TableRows) -> tuple[np.ndarray, np.ndarray | None]:
         """Gives back (probabilities (B, K) or values (B, 1), a classifier's logits (B, K) or None) for
         ``rows`` (B, F) or encoded table rows, from the same forward pass as every other request merged
         with them."""
+        out = await self._enqueue(rows)
+        k = self.num_classes
+        return (out, None) if k is None else (out[:, :k], out[:, k:])
+
+    def _enqueue(self, rows: np.ndarray | TableRows) -> asyncio.Future[np.ndarray]:
+        """Counts ``rows``, shows a table's raw columns to its drift monitor, and queues the network's input
+        for the next batch; gives back the future of the batch output's rows (a classifier's probabilities
+        then logits, as the runtimes give them)."""
         self.require_ready()
         assert self.batcher is not None
         if self._on_predict_rows is not None:
@@ -164,6 +175,4 @@ class Predictor:
             if self.feature_drift is not None:
                 self.feature_drift.add(rows.numbers, rows.codes)
             rows = rows.x
-        out = await self.batcher.submit(rows)
-        k = self.num_classes
-        return (out, None) if k is None else (out[:, :k], out[:, k:])
+        return self.batcher.enqueue(rows)
