@@ -14,6 +14,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -149,6 +150,9 @@ def main() -> None:
         # TorchServe keeps its pid file in the temporary directory and refuses to start while another
         # TorchServe's is there: each instance (the benchmark runs three at once) gets its own.
         "TMPDIR": str(store),
+        # Its logs (by default logs/ in the working directory, the checkout) go with the rest of its files.
+        "LOG_LOCATION": str(store / "logs"),
+        "METRICS_LOCATION": str(store / "logs"),
     }
     command = [
         shutil.which("torchserve", path=env["PATH"]) or "torchserve",
@@ -160,7 +164,13 @@ def main() -> None:
         "--ts-config",
         str(config),
     ]
-    sys.exit(subprocess.run(command, env=env).returncode)
+    # The benchmark stops this process group with SIGTERM: exit through ``finally`` so the store goes too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        code = subprocess.run(command, env=env).returncode
+    finally:
+        shutil.rmtree(store, ignore_errors=True)  # the archive and TorchServe's logs (100 MB a run)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
