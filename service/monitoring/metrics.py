@@ -18,6 +18,11 @@
 
 Every version of a model has its own drift window (a new version starts a new one) and its own series.
 
+With one process, the request-path series (requests, request duration, predict rows, batch rows) are
+tallied by the event loop's thread in plain numbers (``Tally``, ``Count``) and added into prometheus-client's
+series each time /metrics is rendered: the same exposition, without prometheus-client's locks and Python
+bucket walk on every request. Observe them from the event loop's thread only.
+
 The drift series are computed from the monitor when /metrics is scraped. A score is 0 while the window is
 empty; read it with the verdict, which then says insufficient_data.
 
