@@ -48,9 +48,8 @@ class MicroBatcher:
         self.max_batch_rows = max_batch_rows
         self.max_wait = max_wait_ms / 1000
         self.inline_rows = inline_rows
-        self.on_batch = (
-            on_batch  # called on the loop's thread with the row count of every forward pass (metrics)
-        )
+        # Called on the loop's thread with the row count of every forward pass (metrics).
+        self.on_batch = on_batch
         self._pending: list[Request] = []
         self._scheduled: asyncio.Handle | None = None
         self._busy = False  # the worker thread is running a batch

@@ -101,10 +101,8 @@ class Tally:
         self._sum += value
 
     def publish(self) -> None:
-        counts, total = (
-            self._counts[:],
-            self._sum,
-        )  # a copy: observations that come during this wait for the next
+        # A copy: observations that come while this runs wait for the next publish.
+        counts, total = self._counts[:], self._sum
         for bucket, n, sent in zip(self._child._buckets, counts, self._sent_counts, strict=True):
             if n != sent:
                 bucket.inc(n - sent)
