@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _ensure_logging(settings)
     metrics = Metrics(multiprocess_dir=settings.prometheus_multiproc_dir)
     state_dir = settings.repository_state_dir
-    board = WorkerBoard(state_dir) if state_dir is not None else None
+    board = WorkerBoard(state_dir, expected=settings.workers) if state_dir is not None else None
 
     def changed() -> None:  # on the registry's thread, after every change
         app.state.predictor = _newest_default(registry)

@@ -77,10 +77,11 @@ class SharedOverrides:
 class WorkerBoard:
     """Each live worker's index and the overrides generation it has applied."""
 
-    def __init__(self, state_dir: Path, *, pid: int | None = None) -> None:
+    def __init__(self, state_dir: Path, *, pid: int | None = None, expected: int = 1) -> None:
         self.dir = Path(state_dir) / _WORKERS
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pid = pid if pid is not None else os.getpid()
+        self.expected = expected  # workers there should be (BNSERVE_WORKERS): a change waits for them all
 
     def publish(self, index: list[VersionStatus], generation: int) -> None:
         entries = [
@@ -131,11 +132,14 @@ class WorkerBoard:
         return [_agree(model, version, by_pid) for (model, version), by_pid in sorted(seen.items())]
 
     def wait_until_applied(self, generation: int, *, timeout_s: float) -> bool:
-        """Gives back whether every live worker applied ``generation`` within ``timeout_s`` seconds."""
+        """Gives back whether ``expected`` live workers, at least, have published and every one of them
+        applied ``generation``, within ``timeout_s`` seconds. A worker that has not published yet (still
+        starting) counts as not applied: it would otherwise answer with what it loads first."""
         deadline = time.monotonic() + timeout_s
         while True:
             boards = self.workers()
-            if all(b.get("generation", 0) >= generation for b in boards.values()):
+            applied = all(b.get("generation", 0) >= generation for b in boards.values())
+            if applied and len(boards) >= self.expected:
                 return True
             if time.monotonic() > deadline:
                 return False

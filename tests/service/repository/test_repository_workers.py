@@ -79,3 +79,25 @@ def test_the_merged_index_says_loading_while_the_workers_disagree(workers: tuple
     merged = {s.version: s for s in a.board.merged(a.registry.index())}
     assert merged[2].state == "LOADING" and "converging" in merged[2].reason
     assert not a.board.wait_until_applied(a.registry.overrides.generation(), timeout_s=0.2)
+
+
+def test_a_change_waits_for_a_worker_that_has_not_published_yet(tmp_path: Path) -> None:
+    # Two workers expected; the second is still starting (no board yet): the first alone is not "all of them".
+    import os
+
+    put_version(tmp_path / "repo", "wine", 1, "w1")
+    a = Worker(tmp_path / "repo", tmp_path / "state", os.getpid())
+    a.board.expected = 2
+    try:
+        a.registry.unload("wine").result()
+        generation = a.registry.overrides.generation()
+        assert not a.board.wait_until_applied(generation, timeout_s=0.3)
+        # The second worker starts, reads the overrides in force and publishes: now every one has applied it.
+        b = Worker(tmp_path / "repo", tmp_path / "state", os.getppid())
+        try:
+            assert b.serving() == []
+            assert a.board.wait_until_applied(generation, timeout_s=10)
+        finally:
+            b.registry.close()
+    finally:
+        a.registry.close()
