@@ -269,16 +269,12 @@ def _stop_group(proc: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; give the rest of its session a moment to follow, then make sure.
         deadline = time.perf_counter() + grace
         while _group_alive(proc.pid) and time.perf_counter() < deadline:
             time.sleep(0.05)
         if not _group_alive(proc.pid):
-            return
+            break
+    proc.wait()  # the leader is gone (a zombie at most): reap it
 
 
 def _group_alive(pgid: int) -> bool:
