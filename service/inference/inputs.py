@@ -43,6 +43,11 @@ _MAX_DEPTH = 1024  # orjson's nesting limit
 SIMDJSON_MIN_BYTES = 4096
 
 
+def media_type(content_type: bytes) -> bytes:
+    """Gives back the media type of a Content-Type value, without parameters, in lower case."""
+    return content_type.split(b";", 1)[0].strip().lower()
+
+
 def parse_body(body: bytes) -> Any:
     """Gives back the decoded JSON; NaN and Infinity literals are decoded so they can be reported by cell."""
     try:

@@ -88,11 +88,6 @@ class InferRequest:
 # ---------------------------------------------------------------------------------------------- request
 
 
-def media_type(content_type: bytes) -> bytes:
-    """Gives back the media type of a Content-Type value, without parameters, in lower case."""
-    return content_type.split(b";", 1)[0].strip().lower()
-
-
 def parse_infer_request(
     body: bytes,
     header_length: bytes | None,

@@ -54,12 +54,12 @@ from service.http.routes.predict import (
 )  # one body reader for both hot routes
 from service.http.schemas import ErrorResponse
 from service.inference.answers import Headers
+from service.inference.inputs import media_type
 from service.inference.oip import (
     BINARY_MEDIA_TYPE,
     HEADER_LENGTH,
     READ_MEDIA_TYPES,
     InferResponseEncoder,
-    media_type,
     parse_infer_request,
     tensor_metadata,
 )

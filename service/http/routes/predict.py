@@ -26,7 +26,7 @@ from service.http.auth import check_reader
 from service.http.errors import JSON_HEADERS, send_answer
 from service.http.schemas import ERROR_DESCRIPTIONS, ErrorResponse, PredictRequest, PredictResponse
 from service.inference.answers import FLOAT32_MEDIA_TYPE, Headers
-from service.inference.inputs import parse_float32_rows, parse_instances
+from service.inference.inputs import media_type, parse_float32_rows, parse_instances
 from service.inference.predictor import Predictor
 from service.inference.repository import ModelRegistry
 from service.settings import Settings
@@ -207,7 +207,7 @@ async def _answer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
             authorization = value.decode("latin-1")
     if settings.read_token is not None:
         check_reader(settings, authorization)
-    parse = _PARSERS.get(content_type.split(b";")[0].strip().lower())
+    parse = _PARSERS.get(media_type(content_type))
     if parse is None:
         got = content_type.decode("latin-1") or "none"
         raise UnsupportedMediaType(

@@ -11,12 +11,12 @@ import pytest
 
 from models.signature import Signature, TensorSpec
 from service.errors import BadRequest, PayloadTooLarge, ServiceError
+from service.inference.inputs import media_type
 from service.inference.oip import (
     HEADER_LENGTH,
     InferRequest,
     InferResponseEncoder,
     RequestedOutput,
-    media_type,
     parse_infer_request,
     tensor_metadata,
 )
