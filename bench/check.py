@@ -135,3 +135,13 @@ def check_oip_answer(answer: Any, expected: np.ndarray, class_labels: list[str] 
             if i >= len(labels) or (labels[i] != label and np.sort(want)[-1] - np.sort(want)[-2] > TOLERANCE):
                 return f"row {i}: expected label {label!r}, got {labels[i] if i < len(labels) else 'none'!r}"
     return None
+
+
+def print_checked(problems: list[str], checked: int, *, what: str = "checked answers") -> None:
+    """Prints the wrong or failed answers of a run (the first 20), or that all ``checked`` matched."""
+    if problems:
+        print(f"\nWRONG OR FAILED ANSWERS ({len(problems)}):")
+        for p in problems[:20]:
+            print(f"  {p}")
+    else:
+        print(f"answers: all {checked:,} {what} match the unfolded network within 1e-6")

@@ -47,6 +47,7 @@ from bench.check import (
     check_oip_answer,
     oip_binary_body,
     oip_json_body,
+    print_checked,
     request_body,
 )
 from bench.load import Item, LoadResult, drive, drive_wrk, have_wrk
@@ -307,15 +308,7 @@ def print_report(summary: dict[str, Any], bench: Bench) -> None:
             f"| {r['load']} ({r['pair']}) | {r['ratio']:.0%} | {rounds} | {r['cpu_ratio']:.0%} | {cpu_rounds} | "
             f"{verdict} |"
         )
-    if summary["problems"]:
-        print(f"\nWRONG OR FAILED ANSWERS ({len(summary['problems'])}):")
-        for p in summary["problems"][:20]:
-            print(f"  {p}")
-    else:
-        print(
-            f"answers: all {summary['checked_answers']:,} checked answers (both routes) match the unfolded network "
-            "within 1e-6"
-        )
+    print_checked(summary["problems"], summary["checked_answers"], what="checked answers (both routes)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -44,7 +44,7 @@ import orjson
 import torch
 
 from bench import torchserve
-from bench.check import Reference, check_answer, request_body, sample_rows
+from bench.check import Reference, check_answer, print_checked, request_body, sample_rows
 from bench.load import Item, LoadResult, drive, drive_wrk, free_port, have_wrk
 from models import Artifact, ArtifactError, fold_batchnorm, load_artifact
 from models.lean import fold, load_lean_artifact
@@ -638,14 +638,7 @@ def print_report(summary: dict[str, Any], args: argparse.Namespace, use_wrk: boo
         print("\nfailures of the reference services (their own; the run still passes):")
         for p in summary["reference_failures"][:20]:
             print(f"  {p}")
-    if summary["problems"]:
-        print(f"\nWRONG OR FAILED ANSWERS ({len(summary['problems'])}):")
-        for p in summary["problems"][:20]:
-            print(f"  {p}")
-    else:
-        print(
-            f"answers: all {summary['checked_answers']:,} checked answers match the unfolded network within 1e-6"
-        )
+    print_checked(summary["problems"], summary["checked_answers"])
 
 
 def get_args_parser() -> argparse.ArgumentParser:
