@@ -415,7 +415,9 @@ class Bench:
         return port
 
     def _forward_rates(self) -> dict[str, float]:
-        return measure_forward(load_artifact(self.model), self.reference.rows, cpus=self.server_cpus)
+        # At the large load's batch: the reference pool holds at least 256 rows, more than --big-rows may be.
+        rows = self.reference.rows[: self.args.big_rows]
+        return measure_forward(load_artifact(self.model), rows, cpus=self.server_cpus)
 
     async def _measure(self, service: Service, port: int, load: Load, result: RunResult) -> Measurement:
         items = self.items(load)
