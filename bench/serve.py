@@ -110,6 +110,12 @@ SERVICES = (
         env=(("BNSERVE_RUNTIME", "lean"), ("BNSERVE_DRIFT_ENABLED", "true")),
     ),
     Service("bnserve-monitor-off", "service", checked=True, env=(("BNSERVE_DRIFT_ENABLED", "false"),)),
+    Service(  # the lean service without the protocol fast path: every request through uvicorn's ASGI path
+        "bnserve-lean-asgi",
+        "service",
+        checked=True,
+        env=(("BNSERVE_RUNTIME", "lean"), ("BNSERVE_DRIFT_ENABLED", "true"), ("BNSERVE_HTTP_FAST_PATH", "false")),
+    ),
     Service("naive", "bench.naive", checked=True),
     Service("bare", "bench.bare", checked=False),
     Service("raw", "bench.raw", checked=False),

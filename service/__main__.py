@@ -12,6 +12,7 @@ import gc
 gc.disable()
 
 import argparse  # noqa: E402
+import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
@@ -78,8 +79,18 @@ def _serve(settings: Settings) -> None:
         # middleware is one wrapper less on every request (docs/PERFORMANCE.md, profile of one-row requests).
         proxy_headers=settings.access_log,
         loop="uvloop",
-        http="httptools",
+        http=_http_protocol(settings),
     )
+
+
+def _http_protocol(settings: Settings) -> type[asyncio.Protocol] | str:
+    """Gives back uvicorn's HTTP protocol: httptools, with the hot routes answered straight from its parser
+    unless BNSERVE_HTTP_FAST_PATH is off (service/http/protocol.py)."""
+    if not settings.http_fast_path:
+        return "httptools"
+    from service.http.protocol import HotPathProtocol
+
+    return HotPathProtocol
 
 
 if __name__ == "__main__":

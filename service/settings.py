@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         "info", description="log level"
     )
     access_log: bool = Field(False, description="log every request (costs throughput)")
+    http_fast_path: bool = Field(
+        True,
+        description="answer POST /predict and inference requests straight from the HTTP parser, without an "
+        "ASGI cycle (service/http/protocol.py); off: every request goes through uvicorn's ASGI path",
+    )
     max_rows: int = Field(4096, ge=1, description="most rows one /predict request may carry")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest accepted request body")
     runtime: Literal["torch", "lean"] = Field(

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
 from service.http.errors import error_response
+from service.http.hot import HotRoute
 from service.http.routes import oip, predict
 
 log = logging.getLogger("bnserve")
@@ -26,7 +26,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 class BNServe(FastAPI):
-    """FastAPI, with the hot routes dispatched straight to their handlers (``_hot_route``) and request metrics
+    """FastAPI, with the hot routes dispatched straight to their handlers (``hot_route``) and request metrics
     kept.
 
     ``app.state.metrics`` (service/monitoring/metrics.py) gets every HTTP request by route template
@@ -38,7 +38,7 @@ class BNServe(FastAPI):
             await super().__call__(scope, receive, send)
             return
         start, status = time.perf_counter(), 500  # 500: what the client gets when nothing was sent
-        hot = _hot_route(scope)
+        hot = hot_route(scope["method"], scope["path"])
         if hot is not None:
             handler, route = hot
             scope["app"] = self
@@ -89,15 +89,11 @@ class BNServe(FastAPI):
         return self.openapi_schema
 
 
-HotHandler = Callable[[Scope, Receive, Send], Awaitable[int]]
-
-
-def _hot_route(scope: Scope) -> tuple[HotHandler, str] | None:
-    """Gives back (handler, route template) of a request for a hot route: POST /predict or an Open Inference
+def hot_route(method: str, path: str) -> tuple[HotRoute[Any], str] | None:
+    """Gives back (route, its route template) of a request for a hot route: POST /predict or an Open Inference
     Protocol inference; None for any other request, which takes FastAPI's path."""
-    if scope["method"] != "POST":
+    if method != "POST":
         return None
-    path = scope["path"]
     if path == predict.PATH:
         return predict.predict, predict.PATH
     target = oip.infer_target(path)

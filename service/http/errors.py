@@ -31,15 +31,24 @@ def error_body(message: str) -> bytes:
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, headers of a hot route's answer
 
 
+def error_answer(error: ServiceError | None) -> Answer:
+    """Gives back a hot route's answer for ``error``, rendered as ``{"error": ...}``; None: the 500 of an
+    unexpected one."""
+    if error is None:
+        return 500, error_body("internal error"), JSON_HEADERS
+    headers = JSON_HEADERS
+    if error.headers:  # WWW-Authenticate with a 401
+        headers = [*headers, *((k.lower().encode(), v.encode()) for k, v in error.headers.items())]
+    return error.status_code, error_body(error.message), headers
+
+
 async def send_answer(answer: Awaitable[Answer], send: Send) -> int:
     """Sends a hot route's answer, or its ``ServiceError`` rendered as ``{"error": ...}``; gives back the status
     sent (499: the client left first, nothing sent). Other errors propagate to the caller."""
     try:
         status, body, headers = await answer
     except ServiceError as e:
-        status, body, headers = e.status_code, error_body(e.message), JSON_HEADERS
-        if e.headers:  # WWW-Authenticate with a 401
-            headers = [*headers, *((k.lower().encode(), v.encode()) for k, v in e.headers.items())]
+        status, body, headers = error_answer(e)
     if status != 499:
         headers = [*headers, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})

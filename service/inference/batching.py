@@ -24,14 +24,28 @@ import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar, overload
 
 import numpy as np
 
 log = logging.getLogger("bnserve")
 
 Forward = Callable[[np.ndarray], np.ndarray]
-Request = tuple[np.ndarray, "asyncio.Future[np.ndarray]"]
 Outcome = np.ndarray | BaseException
+
+
+class Waiter(Protocol):
+    """What waits for a request's rows: an asyncio future, or anything that takes the same four calls (the
+    protocol fast path's reply, service/http/protocol.py). They are made on the loop's thread, always there."""
+
+    def done(self) -> bool: ...  # True: the caller went away, it is dropped from its batch
+    def set_result(self, result: np.ndarray, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+    def cancel(self) -> bool: ...  # the batcher was closed with the request queued
+
+
+W = TypeVar("W", bound=Waiter)
+Request = tuple[np.ndarray, Waiter]
 
 
 class MicroBatcher:
@@ -59,11 +73,18 @@ class MicroBatcher:
         """Gives back the forward output for ``rows`` (B, F), computed in a batch with other callers' rows."""
         return await self.enqueue(rows)
 
-    def enqueue(self, rows: np.ndarray) -> asyncio.Future[np.ndarray]:
-        """Queues ``rows`` (B, F) for the next batch; gives back the future of their output. What ``submit``
-        awaits: a caller that awaits this future itself saves a coroutine on the one-row path."""
+    @overload
+    def enqueue(self, rows: np.ndarray) -> asyncio.Future[np.ndarray]: ...
+    @overload
+    def enqueue(self, rows: np.ndarray, waiter: W) -> W: ...
+
+    def enqueue(self, rows: np.ndarray, waiter: Waiter | None = None) -> Waiter:
+        """Queues ``rows`` (B, F) for the next batch; gives back ``waiter`` (by default a new future), which
+        gets their output. What ``submit`` awaits: a caller that awaits this future itself saves a coroutine
+        on the one-row path, and one that passes its own waiter gets the output from inside the batch's
+        completion, in the same turn of the loop, with no task to wake."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[np.ndarray] = loop.create_future()
+        future = loop.create_future() if waiter is None else waiter
         self._pending.append((rows, future))
         if self.max_wait > 0 and self._pending_rows() >= self.max_batch_rows:
             self._cancel_schedule()  # the batch is full (or this request alone fills it): no reason to wait

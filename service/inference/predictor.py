@@ -6,6 +6,7 @@ predictor.load()                  # verify, freeze, fold BN, self-test; then rea
 predictor.ready                   # True once loaded; else predictor.error says why
 out = await predictor.predict(rows)   # rows: float32 (B, F) -> probabilities (B, K) or values (B, 1)
 out, logits = await predictor.predict_outputs(rows)   # the same, and a classifier's logits (B, K)
+predictor.enqueue(rows, waiter)   # the same, without awaiting: waiter.set_result(batch rows); see outputs()
 predictor.answers.encode(out)     # the /predict answer as JSON (service/inference/answers.py)
 
 Its collaborators come in at construction: ``monitor`` builds the drift monitor of the loaded artifact,
@@ -22,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from models.preprocessing import Encoder
 from models.reader import VerifiedArtifact
 from service.errors import NotReady
 from service.inference.answers import AnswerEncoder
-from service.inference.batching import MicroBatcher
+from service.inference.batching import MicroBatcher, Waiter
 from service.inference.inputs import TableRows
 from service.inference.loaded import Forward, Loaded
 from service.inference.tuning import keep_freed_memory
@@ -40,6 +41,7 @@ from service.monitoring.drift.features import FeatureDrift
 from service.settings import Settings
 
 log = logging.getLogger("bnserve")
+W = TypeVar("W", bound=Waiter)
 
 
 class Predictor:
@@ -151,22 +153,29 @@ class Predictor:
     async def predict(self, rows: np.ndarray | TableRows) -> np.ndarray:
         """Gives back the batch output for ``rows`` (B, F), or encoded table rows: class probabilities (B, K)
         or values (B, 1)."""
-        out = await self._enqueue(rows)
-        k = self.num_classes
-        return out if k is None else out[:, :k]
+        return self.outputs(await self.enqueue(rows))[0]
 
     async def predict_outputs(self, rows: np.ndarray | TableRows) -> tuple[np.ndarray, np.ndarray | None]:
         """Gives back (probabilities (B, K) or values (B, 1), a classifier's logits (B, K) or None) for
         ``rows`` (B, F) or encoded table rows, from the same forward pass as every other request merged
         with them."""
-        out = await self._enqueue(rows)
+        return self.outputs(await self.enqueue(rows))
+
+    def outputs(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Gives back (probabilities (B, K) or values (B, 1), a classifier's logits (B, K) or None) of a batch
+        output's rows, as ``enqueue``'s waiter gets them."""
         k = self.num_classes
         return (out, None) if k is None else (out[:, :k], out[:, k:])
 
-    def _enqueue(self, rows: np.ndarray | TableRows) -> asyncio.Future[np.ndarray]:
+    @overload
+    def enqueue(self, rows: np.ndarray | TableRows) -> asyncio.Future[np.ndarray]: ...
+    @overload
+    def enqueue(self, rows: np.ndarray | TableRows, waiter: W) -> W: ...
+
+    def enqueue(self, rows: np.ndarray | TableRows, waiter: Waiter | None = None) -> Waiter:
         """Counts ``rows``, shows a table's raw columns to its drift monitor, and queues the network's input
-        for the next batch; gives back the future of the batch output's rows (a classifier's probabilities
-        then logits, as the runtimes give them)."""
+        for the next batch; gives back ``waiter`` (by default a new future), which gets the batch output's
+        rows (a classifier's probabilities then logits, as the runtimes give them: see ``outputs``)."""
         self.require_ready()
         assert self.batcher is not None
         if self._on_predict_rows is not None:
@@ -175,4 +184,4 @@ class Predictor:
             if self.feature_drift is not None:
                 self.feature_drift.add(rows.numbers, rows.codes)
             rows = rows.x
-        return self.batcher.enqueue(rows)
+        return self.batcher.enqueue(rows) if waiter is None else self.batcher.enqueue(rows, waiter)

@@ -7,8 +7,8 @@ KServe speak.
     GET  /v2/models/{model}[/versions/{version}]/ready
     POST /v2/models/{model}[/versions/{version}]/infer        inference, JSON or binary tensors
 
-``infer`` answers at the ASGI level, like POST /predict: ``BNServe`` (service/http/asgi.py) hands it every
-``POST .../infer`` before FastAPI's stack. Its rows go through the same predictor, micro-batcher, folded
+``infer`` is a hot route like POST /predict (service/http/hot.py): answered straight from the HTTP parser
+(service/http/protocol.py), or by ``BNServe`` (service/http/asgi.py) before FastAPI's stack. Its rows go through the same predictor, micro-batcher, folded
 network and drift monitor as /predict's, so the same rows give the same numbers, merged into the same forward
 passes. The message formats are service/inference/oip.py's; the tensor names models/signature.py's.
 
@@ -30,14 +30,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from starlette.datastructures import State
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope
 
 from models import __version__
 from models.repository import MODEL_NAME_PATTERN, VERSION_PATTERN
 from models.signature import Signature, signature
 from service.errors import BadRequest, NotReady, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from service.http.auth import ReadersOnly, check_reader
-from service.http.errors import send_answer
+from service.http.hot import HotRoute, Job
 from service.http.oip_schemas import (
     InferenceRequest,
     InferenceResponse,
@@ -47,13 +47,8 @@ from service.http.oip_schemas import (
     ServerMetadata,
     ServerReady,
 )
-from service.http.routes.predict import (
-    _ClientGone,
-    _read_body,
-    _schema,
-)  # one body reader for both hot routes
+from service.http.routes.predict import _schema
 from service.http.schemas import ErrorResponse
-from service.inference.answers import Headers
 from service.inference.inputs import media_type
 from service.inference.oip import (
     BINARY_MEDIA_TYPE,
@@ -224,11 +219,65 @@ def infer_target(path: str) -> tuple[str, str | None] | None:
     return None
 
 
-class Infer:
-    """The ASGI app of POST /v2/models/{model}[/versions/{version}]/infer; gives back the status it sent."""
+@dataclass(slots=True)
+class _Checked:
+    target: tuple[str, str | None]  # (model, version or None)
+    header_length: bytes | None
+    encoding: bytes
+    declared: bytes | None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
-        return await send_answer(_infer(scope, receive), send)
+
+class Infer(HotRoute[_Checked]):
+    """POST /v2/models/{model}[/versions/{version}]/infer as a hot route (service/http/hot.py): the ASGI app
+    ``BNServe`` hands it to, and the steps the protocol fast path runs."""
+
+    def check(self, state: State, scope: Scope) -> _Checked:
+        settings: Settings = state.settings
+        target = infer_target(scope["path"])
+        assert target is not None  # only inference paths are dispatched here
+        content_type, declared, header_length, encoding, authorization = b"", None, None, b"", None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                declared = value
+            elif name == HEADER_LENGTH:
+                header_length = value
+            elif name == b"content-encoding":
+                encoding = value.strip().lower()
+        if settings.read_token is not None:
+            check_reader(settings, authorization)
+        if media_type(content_type) not in READ_MEDIA_TYPES:
+            raise UnsupportedMediaType(
+                "expected no Content-Type, application/json or application/octet-stream (JSON, then binary "
+                "tensors as the Inference-Header-Content-Length header says; curl's "
+                f"application/x-www-form-urlencoded is read the same way), got {content_type.decode('latin-1')!r}"
+            )
+        return _Checked(target, header_length, encoding, declared)
+
+    def begin(self, state: State, scope: Scope, checked: _Checked, body: bytes) -> Job:
+        settings: Settings = state.settings
+        if checked.encoding not in (b"", b"identity"):
+            body = _decompress(body, checked.encoding, settings.max_body_bytes)
+        registry: ModelRegistry[Predictor] = state.registry
+        lease = registry.lease(*checked.target)  # the whole request runs on this one version
+        try:
+            served = _served(lease.value)
+            request = parse_infer_request(
+                body,
+                checked.header_length,
+                feature_names=served.feature_names,
+                signature=served.signature,
+                max_rows=settings.max_rows,
+                encoder=served.predictor.encoder,
+            )
+        except BaseException:
+            lease.release()
+            raise
+        encoder = served.encoder
+        return Job(lease, request.rows, lambda out, logits: (200, *encoder.encode(request, out, logits)))
 
     @staticmethod
     def openapi(components: dict[str, Any]) -> dict[str, Any]:
@@ -286,52 +335,6 @@ class Infer:
 
 infer = Infer()
 routes = [Route(path, endpoint=infer, methods=["POST"]) for path in INFER_ROUTES]  # other methods: 405
-
-
-async def _infer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
-    """Gives back (200, the answer, its headers), or (499, b"", []) when the client left; raises
-    ServiceError for a request the model cannot answer."""
-    state = scope["app"].state
-    settings: Settings = state.settings
-    target = infer_target(scope["path"])
-    assert target is not None  # BNServe dispatches only inference paths here
-    content_type, declared, header_length, encoding, authorization = b"", None, None, b"", None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            authorization = value.decode("latin-1")
-        elif name == b"content-type":
-            content_type = value
-        elif name == b"content-length":
-            declared = value
-        elif name == HEADER_LENGTH:
-            header_length = value
-        elif name == b"content-encoding":
-            encoding = value.strip().lower()
-    if settings.read_token is not None:
-        check_reader(settings, authorization)
-    if media_type(content_type) not in READ_MEDIA_TYPES:
-        raise UnsupportedMediaType(
-            "expected no Content-Type, application/json or application/octet-stream (JSON, then binary tensors "
-            "as the Inference-Header-Content-Length header says; curl's application/x-www-form-urlencoded is "
-            f"read the same way), got {content_type.decode('latin-1')!r}"
-        )
-    try:
-        body = await _read_body(receive, settings.max_body_bytes, declared)
-    except _ClientGone:
-        return 499, b"", []
-    if encoding not in (b"", b"identity"):
-        body = _decompress(body, encoding, settings.max_body_bytes)
-    with served_model(state, *target) as served:  # the whole request runs on this one version
-        request = parse_infer_request(
-            body,
-            header_length,
-            feature_names=served.feature_names,
-            signature=served.signature,
-            max_rows=settings.max_rows,
-            encoder=served.predictor.encoder,
-        )
-        out, logits = await served.predictor.predict_outputs(request.rows)
-        return 200, *served.encoder.encode(request, out, logits)
 
 
 def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:

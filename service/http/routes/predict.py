@@ -1,9 +1,10 @@
-"""POST /predict: rows in, one prediction per row out; answered at the ASGI level by ``Predict``.
+"""POST /predict: rows in, one prediction per row out; a hot route (service/http/hot.py), ``Predict``.
 
-``Predict`` is one object that both answers the route and describes it: ``BNServe`` (service/http/asgi.py)
-hands ``POST /predict`` straight to it, before FastAPI's middleware stack and router, whose layers cost
-more than a one-row prediction (docs/PERFORMANCE.md); the same object is the endpoint of the router's
-``/predict`` route (so other methods get 405) and ``Predict.openapi`` is what /openapi.json says of it.
+``Predict`` is one object that both answers the route and describes it: its ``check`` and ``begin`` are run
+straight from the HTTP parser by the protocol fast path (service/http/protocol.py), or by ``BNServe``
+(service/http/asgi.py) before FastAPI's middleware stack and router, whose layers cost more than a one-row
+prediction (docs/PERFORMANCE.md); the same object is the endpoint of the router's ``/predict`` route (so
+other methods get 405) and ``Predict.openapi`` is what /openapi.json says of it.
 
 The answer is JSON unless the request's ``Accept`` prefers ``application/octet-stream`` to
 ``application/json`` (``prefers_float32``): then it is the bulk answer, raw little-endian float32 (B, K)
@@ -13,40 +14,90 @@ described by ``x-bnserve-*`` headers (service/inference/answers.py). Errors are 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+import numpy as np
 from pydantic import BaseModel
+from starlette.datastructures import State
 from starlette.routing import Match, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope
 
 from models.repository import MODEL_NAME_PATTERN, VERSION_PATTERN
-from service.errors import PayloadTooLarge, UnsupportedMediaType
+from service.errors import UnsupportedMediaType
 from service.http.auth import check_reader
-from service.http.errors import JSON_HEADERS, send_answer
+from service.http.errors import JSON_HEADERS
+from service.http.hot import HotRoute, Job
 from service.http.schemas import ERROR_DESCRIPTIONS, ErrorResponse, PredictRequest, PredictResponse
-from service.inference.answers import FLOAT32_MEDIA_TYPE, Headers
-from service.inference.inputs import media_type, parse_float32_rows, parse_instances
+from service.inference.answers import FLOAT32_MEDIA_TYPE
+from service.inference.inputs import TableRows, media_type, parse_float32_rows, parse_instances
 from service.inference.predictor import Predictor
 from service.inference.repository import ModelRegistry
 from service.settings import Settings
 
 PATH = "/predict"
 ERROR_STATUSES = (400, 401, 404, 413, 415, 422, 503)
-_PARSERS = {b"application/json": parse_instances, b"application/octet-stream": parse_float32_rows}
+Parser = Callable[..., np.ndarray | TableRows]  # (body, feature_names, *, max_rows, encoder) -> rows
+_PARSERS: dict[bytes, Parser] = {
+    b"application/json": parse_instances,
+    b"application/octet-stream": parse_float32_rows,
+}
 
 
-class _ClientGone(Exception):
-    """The client disconnected before its body arrived: there is no one to answer."""
+@dataclass(slots=True)
+class _Checked:
+    parse: Parser
+    accept: bytes
+    declared: bytes | None
 
 
-class Predict:
-    """The ASGI app of POST /predict; ``await predict(scope, receive, send)`` gives back the status sent."""
+class Predict(HotRoute[_Checked]):
+    """POST /predict as a hot route (service/http/hot.py): the ASGI app ``BNServe`` hands it to, and the
+    steps the protocol fast path runs."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
-        """Answers one POST /predict, bad input included; gives back the status it sent (499: the client
-        left first, nothing sent). Unexpected errors propagate to the caller."""
-        return await send_answer(_answer(scope, receive), send)
+    def check(self, state: State, scope: Scope) -> _Checked:
+        settings: Settings = state.settings
+        content_type, declared, accept, authorization = b"", None, b"", None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                declared = value
+            elif name == b"accept":
+                accept = value if not accept else accept + b"," + value
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        if settings.read_token is not None:
+            check_reader(settings, authorization)
+        parse = _PARSERS.get(media_type(content_type))
+        if parse is None:
+            got = content_type.decode("latin-1") or "none"
+            raise UnsupportedMediaType(
+                "expected Content-Type application/json (or application/octet-stream: raw little-endian "
+                f"float32 rows), got {got!r}"
+            )
+        return _Checked(parse, accept, declared)
+
+    def begin(self, state: State, scope: Scope, checked: _Checked, body: bytes) -> Job:
+        registry: ModelRegistry[Predictor] = state.registry
+        settings: Settings = state.settings
+        model, version = _model_and_version(scope["query_string"]) if scope["query_string"] else (None, None)
+        lease = registry.lease(model, version)  # the whole request runs on this one version
+        try:
+            predictor = lease.value
+            rows = checked.parse(
+                body, predictor.feature_names, max_rows=settings.max_rows, encoder=predictor.encoder
+            )
+        except BaseException:
+            lease.release()
+            raise
+        answers = predictor.answers
+        assert answers is not None  # feature_names raised NotReady otherwise
+        if checked.accept and prefers_float32(checked.accept):
+            return Job(lease, rows, lambda out, _: (200, *answers.encode_float32(out)))
+        return Job(lease, rows, lambda out, _: (200, answers.encode(out), JSON_HEADERS))
 
     @staticmethod
     def openapi(
@@ -189,46 +240,6 @@ def _row_schema(feature_names: list[str], kinds: list[str] | None = None) -> dic
     }
 
 
-async def _answer(scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
-    """Gives back (200, the answer, its headers), or (499, b"", []) when the client left; raises
-    ServiceError on bad input."""
-    state = scope["app"].state
-    registry: ModelRegistry[Predictor] = state.registry
-    settings: Settings = state.settings
-    content_type, declared, accept, authorization = b"", None, b"", None
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            content_type = value
-        elif name == b"content-length":
-            declared = value
-        elif name == b"accept":
-            accept = value if not accept else accept + b"," + value
-        elif name == b"authorization":
-            authorization = value.decode("latin-1")
-    if settings.read_token is not None:
-        check_reader(settings, authorization)
-    parse = _PARSERS.get(media_type(content_type))
-    if parse is None:
-        got = content_type.decode("latin-1") or "none"
-        raise UnsupportedMediaType(
-            "expected Content-Type application/json (or application/octet-stream: raw little-endian float32 "
-            f"rows), got {got!r}"
-        )
-    try:
-        body = await _read_body(receive, settings.max_body_bytes, declared)
-    except _ClientGone:
-        return 499, b"", []
-    model, version = _model_and_version(scope["query_string"]) if scope["query_string"] else (None, None)
-    with registry.lease(model, version) as served:  # the whole request runs on this one version
-        predictor = served.value
-        rows = parse(body, predictor.feature_names, max_rows=settings.max_rows, encoder=predictor.encoder)
-        out = await predictor.predict(rows)
-        assert predictor.answers is not None  # predict raised NotReady otherwise
-        if accept and prefers_float32(accept):
-            return 200, *predictor.answers.encode_float32(out)
-        return 200, predictor.answers.encode(out), JSON_HEADERS
-
-
 def _model_and_version(query: bytes) -> tuple[str | None, str | None]:
     """Gives back ``?model=`` and ``?version=`` (None when absent); the registry validates them."""
     params = parse_qs(query.decode("latin-1"), keep_blank_values=True)
@@ -268,20 +279,3 @@ def prefers_float32(accept: bytes) -> bool:
         if rank > binary_rank and sub in ("*", "octet-stream"):
             binary_q, binary_rank = q, rank
     return binary_q > json_q
-
-
-async def _read_body(receive: Receive, limit: int, declared: bytes | None) -> bytes:
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"expected a body of at most {limit} bytes, got {declared.decode()}")
-    chunks, size = [], 0
-    while True:  # one message for a small body; a chunked upload is counted as it arrives
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"expected a body of at most {limit} bytes, got more")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

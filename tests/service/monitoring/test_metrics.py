@@ -133,10 +133,10 @@ def test_an_unhandled_error_is_counted_as_500(breast_cancer_artifact: Path) -> N
     app = create_app(Settings(model_dir=breast_cancer_artifact, device="cpu"))
     with TestClient(app, raise_server_exceptions=False) as client:
 
-        async def broken(rows: object) -> object:
+        def broken(rows: object, waiter: object = None) -> object:
             raise RuntimeError("boom")
 
-        app.state.predictor.predict = broken
+        app.state.predictor.enqueue = broken
         assert client.post("/predict", json={"instances": [ROW]}).status_code == 500
         assert (
             value(scrape(client), "bnserve_requests_total", route="/predict", method="POST", status="500")
