@@ -114,7 +114,11 @@ SERVICES = (
         "bnserve-lean-asgi",
         "service",
         checked=True,
-        env=(("BNSERVE_RUNTIME", "lean"), ("BNSERVE_DRIFT_ENABLED", "true"), ("BNSERVE_HTTP_FAST_PATH", "false")),
+        env=(
+            ("BNSERVE_RUNTIME", "lean"),
+            ("BNSERVE_DRIFT_ENABLED", "true"),
+            ("BNSERVE_HTTP_FAST_PATH", "false"),
+        ),
     ),
     Service("naive", "bench.naive", checked=True),
     Service("bare", "bench.bare", checked=False),

@@ -15,7 +15,7 @@ cycle whenever its access logger has a handler), no middleware around the app bu
 ASGI path unchanged, where ``BNServe`` runs the same steps: the same answer, byte for byte, and the same
 request metrics.
 
-Written against uvicorn's ``HttpToolsProtocol`` (uvicorn is pinned in pyproject.toml): its parser
+Written against uvicorn's ``HttpToolsProtocol`` (uvicorn is pinned to the minor version tested, in pyproject.toml): its parser
 callbacks, ``cycle`` (which a fast request stands in for, so that uvicorn's pipelining, shutdown and
 disconnect handling see it), ``pipeline`` and ``on_response_complete``.
 """
