@@ -11,13 +11,13 @@ A request takes the fast path when it is a POST to a hot route with a Content-Le
 ``max_body_bytes``, and nothing about it needs uvicorn's cycle: no chunked upload, no ``Expect:
 100-continue``, no upgrade, no %-escaped path, no request ahead of it on its connection (a pipelined request
 waits for the one before it, as uvicorn makes it), no root path, no access log (uvicorn writes one from its
-cycle whenever its access logger has a handler), no middleware around the app but uvicorn's proxy headers, ``limit_concurrency`` not reached. Every other request takes uvicorn's
-ASGI path unchanged, where ``BNServe`` runs the same steps: the same answer, byte for byte, and the same
-request metrics.
+cycle whenever its access logger has a handler), no middleware around the app but uvicorn's proxy headers,
+``limit_concurrency`` not reached. Every other request takes uvicorn's ASGI path unchanged, where ``BNServe``
+runs the same steps: the same answer, byte for byte, and the same request metrics.
 
-Written against uvicorn's ``HttpToolsProtocol`` (uvicorn is pinned to the minor version tested, in pyproject.toml): its parser
-callbacks, ``cycle`` (which a fast request stands in for, so that uvicorn's pipelining, shutdown and
-disconnect handling see it), ``pipeline`` and ``on_response_complete``.
+Written against uvicorn's ``HttpToolsProtocol`` (pinned to the minor version tested, in pyproject.toml): its
+parser callbacks, ``cycle`` (which a fast request stands in for, so that uvicorn's pipelining, shutdown and
+disconnect handling see it), ``pipeline``, ``on_response_complete`` and the keep-alive timer.
 """
 
 from __future__ import annotations
