@@ -34,7 +34,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from service.errors import NotReady, ServiceError
 from service.http.asgi import BNServe, hot_route
 from service.http.errors import JSON_HEADERS, Answer, error_answer
-from service.http.hot import HotRoute, Job
+from service.http.hot import HotRoute, Job, declared_too_large
 
 log = logging.getLogger("bnserve")
 
@@ -158,7 +158,7 @@ class HotPathProtocol(HttpToolsProtocol):
                 declared = value
             elif name == b"transfer-encoding":
                 return None
-        if declared is None or not declared.isdigit() or int(declared) > self._max_body:
+        if declared is None or not declared.isdigit() or declared_too_large(declared, self._max_body):
             return None  # uvicorn's path reads (and refuses) what this one does not
         # What the hot routes read of a scope.
         scope = {"method": "POST", "path": path, "query_string": query, "headers": self.headers, "app": app}
@@ -228,9 +228,8 @@ class HotRequest:
         keep_alive: bool,
     ) -> None:
         self.protocol, self.app, self.route, self.label, self.scope = protocol, app, route, label, scope
-        self.keep_alive = (
-            keep_alive  # uvicorn's shutdown turns it off: the connection closes after the answer
-        )
+        # uvicorn's shutdown turns it off: the connection closes after the answer.
+        self.keep_alive = keep_alive
         self.chunks: list[bytes] = []
         self.started = time.perf_counter()
         self.job: Job | None = None

@@ -36,7 +36,7 @@ Outcome = np.ndarray | BaseException
 
 class Waiter(Protocol):
     """What waits for a request's rows: an asyncio future, or anything that takes the same four calls (the
-    protocol fast path's reply, service/http/protocol.py). They are made on the loop's thread, always there."""
+    protocol fast path's reply, service/http/protocol.py). Its calls always come on the loop's thread."""
 
     def done(self) -> bool: ...  # True: the caller went away, it is dropped from its batch
     def set_result(self, result: np.ndarray, /) -> None: ...

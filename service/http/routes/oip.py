@@ -10,7 +10,8 @@ KServe speak.
 ``infer`` is a hot route like POST /predict (service/http/hot.py): answered straight from the HTTP parser
 (service/http/protocol.py), or by ``BNServe`` (service/http/asgi.py) before FastAPI's stack. Its rows go
 through the same predictor, micro-batcher, folded network and drift monitor as /predict's, so the same rows
-give the same numbers, merged into the same forward passes. The message formats are service/inference/oip.py's; the tensor names models/signature.py's.
+give the same numbers, merged into the same forward passes. The message formats are
+service/inference/oip.py's; the tensor names models/signature.py's.
 
 Which model a path names is decided by ``served_model`` alone: the model repository's registry
 (service/inference/repository) resolves the name and version, and the request holds that one version until
