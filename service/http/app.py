@@ -21,6 +21,7 @@ from service.errors import ServiceError
 from service.http.asgi import BNServe
 from service.http.auth import VIEW_ERRORS, ReadersOnly
 from service.http.errors import install_error_handlers
+from service.http.hot import HotState
 from service.http.routes import bn_stats, drift, health, history, metadata, oip, predict, repository, ui
 from service.http.routes import metrics as metrics_route
 from service.http.routes.metrics import drift_monitors, feature_drifts
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # want "the" predictor. Requests never read it; each takes a lease from the registry.
     app.state.predictor = None
     app.state.metrics = metrics
+    app.hot = HotState(settings, registry, metrics)
     install_error_handlers(app)
     app.router.routes.extend([predict.route, *oip.routes])  # their OpenAPI description: BNServe.openapi
     app.include_router(health.router)

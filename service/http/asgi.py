@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
 from service.http.errors import error_response
-from service.http.hot import HotRoute
+from service.http.hot import HotRoute, HotState
 from service.http.routes import oip, predict
 
 log = logging.getLogger("bnserve")
@@ -31,7 +31,10 @@ class BNServe(FastAPI):
 
     ``app.state.metrics`` (service/monitoring/metrics.py) gets every HTTP request by route template
     ("unmatched" for a path no route has), method and status, timed until the response is sent.
+    ``app.hot`` is what the hot routes read of the app (set by ``create_app``).
     """
+
+    hot: HotState
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,7 +52,7 @@ class BNServe(FastAPI):
                 with contextlib.suppress(Exception):  # the response may have started, or the client gone
                     await error_response(500, "internal error")(scope, receive, send)
             finally:
-                self.state.metrics.observe_request(route, "POST", status, time.perf_counter() - start)
+                self.hot.metrics.observe_request(route, "POST", status, time.perf_counter() - start)
             return
 
         async def send_and_note_status(message: Message) -> None:
@@ -64,7 +67,7 @@ class BNServe(FastAPI):
             # The router has put the matched route in the scope; unmatched paths share one label.
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in METHODS else "other"
-            self.state.metrics.observe_request(route, method, status, time.perf_counter() - start)
+            self.hot.metrics.observe_request(route, method, status, time.perf_counter() - start)
 
     def openapi(self) -> dict[str, Any]:
         """Gives back FastAPI's schema of the routes, with the hot routes as ``predict.Predict`` and

@@ -48,7 +48,7 @@ class HotPathProtocol(HttpToolsProtocol):
         app = self.app.app if isinstance(self.app, ProxyHeadersMiddleware) else self.app
         self._bnserve = app if isinstance(app, BNServe) else None  # None: no fast path
         # Constant for the app's life; read once per connection, not per request.
-        self._max_body = self._bnserve.state.settings.max_body_bytes if self._bnserve is not None else 0
+        self._max_body = self._bnserve.hot.settings.max_body_bytes if self._bnserve is not None else 0
         self._hot: HotRequest | None = None  # the request being parsed, when it takes the fast path
         self._defaults: list[tuple[bytes, bytes]] | None = None  # uvicorn's default headers, as last written
         self._defaults_block = b""
@@ -140,18 +140,12 @@ class HotPathProtocol(HttpToolsProtocol):
             len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
         ):
             return None  # uvicorn answers 503
-        raw = self.url
-        if raw.startswith(b"/") and b"?" not in raw and b"#" not in raw:
-            raw_path, query = raw, b""  # what parse_url gives for an origin-form target without a query
-        else:
-            url = httptools.parse_url(raw)
-            raw_path, query = url.path, url.query or b""
-        if b"%" in raw_path:
+        target = _TARGETS.get(self.url, _UNSEEN)
+        if target is _UNSEEN:
+            target = _remember_target(self.url)
+        if target is None:
             return None
-        path = raw_path.decode("ascii")
-        hot = hot_route("POST", path)
-        if hot is None:
-            return None
+        route, label, path, query = target
         declared = None
         for name, value in self.headers:
             if name == b"content-length":
@@ -164,7 +158,7 @@ class HotPathProtocol(HttpToolsProtocol):
         scope = {"method": "POST", "path": path, "query_string": query, "headers": self.headers, "app": app}
         http_version = self.parser.get_http_version()
         keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
-        return HotRequest(self, app, *hot, scope, keep_alive)
+        return HotRequest(self, app, route, label, scope, keep_alive)
 
     def write_answer(
         self, status: int, body: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
@@ -182,6 +176,38 @@ class HotPathProtocol(HttpToolsProtocol):
         )
         if not keep_alive:
             self.transport.close()
+
+
+Target = tuple[HotRoute[Any], str, str, bytes]  # (route, its template, path, query string)
+_UNSEEN: Any = object()
+# Request targets (the raw URL of a request line) already seen -> their hot route, or None: not one, or not
+# for the fast path. A client sends the same few targets over and over; the table is emptied when it grows
+# past MAX_TARGETS, so that a client sending endless distinct ones costs no memory. Read and written on the
+# event loop's thread alone (one loop per process).
+_TARGETS: dict[bytes, Target | None] = {}
+MAX_TARGETS = 1024
+
+
+def _remember_target(raw: bytes) -> Target | None:
+    """Gives back (and keeps in ``_TARGETS``) the hot route of a request target, None for uvicorn's path."""
+    if raw.startswith(b"/") and b"?" not in raw and b"#" not in raw:
+        raw_path, query = raw, b""  # what parse_url gives for an origin-form target without a query
+    else:
+        try:
+            url = httptools.parse_url(raw)
+        except httptools.HttpParserInvalidURLError:
+            url = None
+        raw_path, query = (url.path, url.query or b"") if url is not None else (b"", b"")
+    target = None
+    if raw_path.isascii() and b"%" not in raw_path:  # anything else: uvicorn's path decodes or refuses it
+        path = raw_path.decode("ascii")
+        hot = hot_route("POST", path)
+        if hot is not None:
+            target = (*hot, path, query)
+    if len(_TARGETS) >= MAX_TARGETS:
+        _TARGETS.clear()
+    _TARGETS[raw] = target
+    return target
 
 
 def _header_block(headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -239,10 +265,10 @@ class HotRequest:
     def begin(self, body: bytes) -> None:
         """Runs the route's first two steps on the whole body and queues the rows; answers at once when the
         request cannot be answered."""
-        state = self.app.state
+        hot = self.app.hot
         try:
-            checked = self.route.check(state, self.scope)
-            self.job = self.route.begin(state, self.scope, checked, body)
+            checked = self.route.check(hot, self.scope)
+            self.job = self.route.begin(hot, self.scope, checked, body)
             self.job.predictor.enqueue(self.job.rows, self)
         except ServiceError as e:
             self._end(error_answer(e))
@@ -290,5 +316,5 @@ class HotRequest:
         if not self.disconnected and not protocol.transport.is_closing():
             protocol.write_answer(status, body, headers, self.keep_alive)
         self.response_complete = True
-        self.app.state.metrics.observe_request(self.label, "POST", status, time.perf_counter() - self.started)
+        self.app.hot.metrics.observe_request(self.label, "POST", status, time.perf_counter() - self.started)
         protocol.on_response_complete()

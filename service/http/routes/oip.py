@@ -38,7 +38,7 @@ from models.repository import MODEL_NAME_PATTERN, VERSION_PATTERN
 from models.signature import Signature, signature
 from service.errors import BadRequest, NotReady, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from service.http.auth import ReadersOnly, check_reader
-from service.http.hot import HotRoute, Job
+from service.http.hot import HotRoute, HotState, Job
 from service.http.oip_schemas import (
     InferenceRequest,
     InferenceResponse,
@@ -61,7 +61,6 @@ from service.inference.oip import (
 )
 from service.inference.predictor import Predictor
 from service.inference.repository import ModelRegistry
-from service.settings import Settings
 
 SERVER_NAME = "bnserve"
 EXTENSIONS = ["binary_tensor_data"]
@@ -232,8 +231,8 @@ class Infer(HotRoute[_Checked]):
     """POST /v2/models/{model}[/versions/{version}]/infer as a hot route (service/http/hot.py): the ASGI app
     ``BNServe`` hands it to, and the steps the protocol fast path runs."""
 
-    def check(self, state: State, scope: Scope) -> _Checked:
-        settings: Settings = state.settings
+    def check(self, hot: HotState, scope: Scope) -> _Checked:
+        settings = hot.settings
         target = infer_target(scope["path"])
         assert target is not None  # only inference paths are dispatched here
         content_type, declared, header_length, encoding, authorization = b"", None, None, b"", None
@@ -258,12 +257,11 @@ class Infer(HotRoute[_Checked]):
             )
         return _Checked(target, header_length, encoding, declared)
 
-    def begin(self, state: State, scope: Scope, checked: _Checked, body: bytes) -> Job:
-        settings: Settings = state.settings
+    def begin(self, hot: HotState, scope: Scope, checked: _Checked, body: bytes) -> Job:
+        settings = hot.settings
         if checked.encoding not in (b"", b"identity"):
             body = _decompress(body, checked.encoding, settings.max_body_bytes)
-        registry: ModelRegistry[Predictor] = state.registry
-        lease = registry.lease(*checked.target)  # the whole request runs on this one version
+        lease = hot.registry.lease(*checked.target)  # the whole request runs on this one version
         try:
             served = _served(lease.value)
             request = parse_infer_request(

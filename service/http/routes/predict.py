@@ -21,7 +21,6 @@ from urllib.parse import parse_qs
 
 import numpy as np
 from pydantic import BaseModel
-from starlette.datastructures import State
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
@@ -29,13 +28,10 @@ from models.repository import MODEL_NAME_PATTERN, VERSION_PATTERN
 from service.errors import UnsupportedMediaType
 from service.http.auth import check_reader
 from service.http.errors import JSON_HEADERS
-from service.http.hot import HotRoute, Job
+from service.http.hot import HotRoute, HotState, Job
 from service.http.schemas import ERROR_DESCRIPTIONS, ErrorResponse, PredictRequest, PredictResponse
 from service.inference.answers import FLOAT32_MEDIA_TYPE
 from service.inference.inputs import TableRows, media_type, parse_float32_rows, parse_instances
-from service.inference.predictor import Predictor
-from service.inference.repository import ModelRegistry
-from service.settings import Settings
 
 PATH = "/predict"
 ERROR_STATUSES = (400, 401, 404, 413, 415, 422, 503)
@@ -57,8 +53,8 @@ class Predict(HotRoute[_Checked]):
     """POST /predict as a hot route (service/http/hot.py): the ASGI app ``BNServe`` hands it to, and the
     steps the protocol fast path runs."""
 
-    def check(self, state: State, scope: Scope) -> _Checked:
-        settings: Settings = state.settings
+    def check(self, hot: HotState, scope: Scope) -> _Checked:
+        settings = hot.settings
         content_type, declared, accept, authorization = b"", None, b"", None
         for name, value in scope["headers"]:
             if name == b"content-type":
@@ -80,9 +76,8 @@ class Predict(HotRoute[_Checked]):
             )
         return _Checked(parse, accept, declared)
 
-    def begin(self, state: State, scope: Scope, checked: _Checked, body: bytes) -> Job:
-        registry: ModelRegistry[Predictor] = state.registry
-        settings: Settings = state.settings
+    def begin(self, hot: HotState, scope: Scope, checked: _Checked, body: bytes) -> Job:
+        registry, settings = hot.registry, hot.settings
         model, version = _model_and_version(scope["query_string"]) if scope["query_string"] else (None, None)
         lease = registry.lease(model, version)  # the whole request runs on this one version
         try:

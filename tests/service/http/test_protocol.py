@@ -428,3 +428,50 @@ def test_the_fast_path_can_be_turned_off(breast_cancer_artifact: Path) -> None:
 
     assert _http_protocol(Settings(model_dir=breast_cancer_artifact)) is HotPathProtocol
     assert _http_protocol(Settings(model_dir=breast_cancer_artifact, http_fast_path=False)) == "httptools"
+
+
+# ------------------------------------------------------------------------ the request-target table
+
+
+def test_request_targets_resolve_as_uvicorn_parses_them() -> None:
+    from service.http import protocol
+
+    protocol._TARGETS.clear()
+    predict = protocol._remember_target(b"/predict?model=a&version=2")
+    assert predict is not None and predict[1:] == ("/predict", "/predict", b"model=a&version=2")
+    infer = protocol._remember_target(b"http://x/v2/models/m/versions/3/infer")  # absolute form
+    assert infer is not None and infer[1:] == (
+        "/v2/models/{model}/versions/{version}/infer",
+        "/v2/models/m/versions/3/infer",
+        b"",
+    )
+    # Not a hot route, or not for the fast path: uvicorn's path decodes, refuses or routes it.
+    for raw in (b"/health", b"/pre%64ict", b"/predict\xff", b"", b"*", b"/v2/models//infer"):
+        assert protocol._remember_target(raw) is None, raw
+    assert protocol._TARGETS[b"/pre%64ict"] is None  # remembered as such
+
+
+def test_the_request_target_table_stays_bounded() -> None:
+    from service.http import protocol
+
+    protocol._TARGETS.clear()
+    for i in range(protocol.MAX_TARGETS * 3):
+        assert protocol._remember_target(b"/predict?n=%d" % i) is not None
+        assert len(protocol._TARGETS) <= protocol.MAX_TARGETS
+
+
+def test_many_distinct_targets_are_each_answered_for_what_they_name(
+    in_process: tuple[int, list[str]],
+) -> None:
+    from service.http import protocol
+
+    port, _ = in_process
+    body = orjson.dumps({"instances": [[0.3] * 30]})
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    answers = [
+        exchange(port, request(f"/predict?n={i}&version={1 if i % 2 else 7}", body, headers=auth))[0]
+        for i in range(protocol.MAX_TARGETS + 50)
+    ]
+    assert {a.status for a in answers[1::2]} == {200}  # version 1 serves
+    assert {a.status for a in answers[0::2]} == {404}  # version 7 does not, whatever came before
+    assert len(protocol._TARGETS) <= protocol.MAX_TARGETS
