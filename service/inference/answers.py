@@ -68,6 +68,8 @@ class AnswerEncoder:
 
     def encode(self, out: np.ndarray) -> bytes:
         """Gives back the answer's JSON."""
+        if len(out) == 1:
+            return self._one_row(out)
         if len(out) <= DICT_PATH_ROWS:
             return orjson.dumps(self.answer(out))
         # orjson writes a float64 array's numbers exactly as it writes the same Python floats.
@@ -89,6 +91,19 @@ class AnswerEncoder:
         rows, k = out.shape
         shape = (b"x-bnserve-shape", b"%d,%d" % (rows, k))
         return np.ascontiguousarray(out, dtype="<f4").tobytes(), [*self._float32_headers, shape]
+
+    def _one_row(self, out: np.ndarray) -> bytes:
+        """The answer of a single row, spliced into the row's template as ``encode`` splices many: a third of
+        the dict path's cost, which builds two dicts and asks numpy for the argmax."""
+        values = out.tolist()[0]  # Python floats, formatted by orjson exactly as in the dict
+        cells = orjson.dumps(values)[1:-1].split(b",")
+        if self._labels is None:
+            return self._head + self._row % (cells[0],) + b"]}"
+        total = sum(values)
+        # The first highest, as numpy's argmax picks it; with a NaN (which propagates into the sum) numpy's
+        # own, for which a NaN is the highest.
+        best = values.index(max(values)) if total == total else int(np.argmax(out[0]))
+        return self._head + self._row % (self._labels[best], *cells) + b"]}"
 
     def _rows(self, out: np.ndarray) -> list[dict[str, Any]]:
         labels = self.class_labels

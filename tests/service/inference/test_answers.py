@@ -52,3 +52,27 @@ def test_regression_answer_bytes_equal_orjson_of_the_dict_even_for_odd_numbers()
     predictions = orjson.loads(encoded)["predictions"]
     assert [p["value"] for p in predictions[5:8]] == [None, None, None]  # what orjson writes for inf and NaN
     assert np.array_equal(np.float32([p["value"] for p in predictions[8:]]), values[8:, 0])
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        [np.nan, 0.5, 0.2],  # a NaN wins numpy's argmax wherever it is
+        [0.5, np.nan, 0.7],
+        [0.1, np.inf, -np.inf],  # inf - inf: a NaN in the sum, not in the row
+        [np.inf, 0.5, np.inf],  # ties between infinities: the first
+        [0.25, 0.5, 0.5],
+        [-0.0, 0.0, -1e-45],
+    ],
+)
+def test_a_single_row_answer_picks_the_label_numpy_picks_even_for_non_finite_numbers(
+    row: list[float],
+) -> None:
+    labels = LABELS["JSON and % to escape"][:3]
+    encoder = AnswerEncoder(model="m", artifact_sha256=SHA, class_labels=labels)
+    out = np.array([row], dtype=np.float32)
+
+    encoded = encoder.encode(out)
+
+    assert encoded == orjson.dumps(encoder.answer(out))
+    assert orjson.loads(encoded)["predictions"][0]["label"] == labels[int(np.argmax(out[0]))]

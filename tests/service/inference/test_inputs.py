@@ -3,6 +3,10 @@ is not plain rows of numbers, so the exact path reports it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import orjson
 import pytest
@@ -79,3 +83,33 @@ def test_what_the_fast_path_refuses_still_gets_its_exact_answer() -> None:
         parse_instances(b'{"instances": [[1, 2, 3], [4, 5, 6]]}', NAMES, max_rows=1)
     with pytest.raises(ServiceError):
         parse_instances(b'{"instances": [[1, 2, 3]]} trailing', NAMES, max_rows=9)
+
+
+def test_numbers_near_float32s_limit_are_accepted_or_refused_without_a_warning() -> None:
+    """The row checks let numpy overflow (a float32 cast, a float32 sum) instead of entering np.errstate on
+    every request; what they then decide is exact, and numpy's overflow warning stays out of the server's log
+    (a process of its own: pytest records warnings its own way)."""
+    script = textwrap.dedent(
+        """
+        import numpy as np
+        from service.errors import Unprocessable
+        from service.inference.inputs import parse_instances
+        names = ["a", "b", "c"]
+        # Finite float32 numbers whose float32 sum overflows: the float64 sum decides, and they are kept.
+        rows = parse_instances(b'{"instances": [[3.4e38, 3.4e38, 3e38]]}', names, max_rows=9)
+        assert rows.tolist() == np.float32([[3.4e38, 3.4e38, 3e38]]).tolist(), rows
+        big = ("[3.4e38, 1e39, 1]," * 200).rstrip(",")  # large enough for the simdjson path
+        for body in (b'{"instances": [[1, -1e39, 3]]}', ('{"instances": [' + big + "]}").encode()):
+            try:
+                parse_instances(body, names, max_rows=1000)
+            except Unprocessable as e:
+                print(e.message)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.splitlines() == [
+        "expected a finite number at row 0, column 1 ('b'), got -1e+39 (beyond float32's range of about ±3.4e38)",
+        "expected a finite number at row 0, column 1 ('b'), got 1e+39 (beyond float32's range of about ±3.4e38)",
+    ]
