@@ -42,7 +42,11 @@ class Capture:
         self.positions: dict[str, int] = {}  # H*W of each 2d layer, from its first batch
         self.error: str | None = None
         self._kinds = {s.name: (s.kind, s.num_channels) for s in layout.flat + layout.spatial}
-        self._staged: list[Array] = []  # small batches' rows (k, C_raw), not in the window yet
+        # Small batches' rows not in the window yet: numpy rows are copied into one buffer as they come
+        # (rows [0, _staged_rows)), torch rows kept in a list, in arrival order either way (one kind per
+        # runtime, so never both at once).
+        self._buffer: np.ndarray | None = None  # (STAGE_ROWS + SMALL_ROWS, C_raw) float32
+        self._staged: list[Array] = []
         self._staged_rows = 0
         self._rows_committed = 0
         self._lock = threading.Lock()
@@ -73,6 +77,8 @@ class Capture:
             raise ValueError(f"expected {self.layout.raw_width} values per row, got {width}")
         if rows > self.SMALL_ROWS:
             self._add(Block(rows, parts))
+        elif len(arrays := [p for p in parts if isinstance(p, np.ndarray)]) == len(parts):
+            self._stage_numpy(rows, arrays)
         else:
             self._stage(_concat(parts, axis=1))
 
@@ -97,7 +103,7 @@ class Capture:
         """Empties the window (and restarts a capture stopped by an error)."""
         with self._lock:
             self.window.clear()
-            self._staged, self._staged_rows = [], 0
+            self._staged, self._staged_rows, self._buffer = [], 0, None
             self._rows_committed = 0
             self.error = None
 
@@ -121,11 +127,35 @@ class Capture:
             if self._staged_rows >= self.STAGE_ROWS:
                 self._flush_staged()
 
+    def _stage_numpy(self, rows: int, parts: list[np.ndarray]) -> None:
+        """Copies a small batch's numpy columns into the staging buffer, side by side: no array of its own
+        (joined, then joined again with the others at the flush) and no activations kept alive until then,
+        which churned the allocator and the caches on every batch (docs/PERFORMANCE.md)."""
+        with self._lock:
+            buffer, k = self._buffer, self._staged_rows
+            if buffer is None:
+                buffer = self._buffer = np.empty(
+                    (self.STAGE_ROWS + self.SMALL_ROWS, self.layout.raw_width), np.float32
+                )
+            col = 0
+            for part in parts:
+                width = part.shape[1]
+                buffer[k : k + rows, col : col + width] = part
+                col += width
+            self._staged_rows = k + rows
+            if self._staged_rows >= self.STAGE_ROWS:
+                self._flush_staged()
+
     def _flush_staged(self) -> None:
         """Moves the staged rows into the window as one block, oldest first (under the lock)."""
-        if not self._staged:
+        if self._buffer is not None and self._staged_rows:
+            # The block keeps the buffer's rows; the next small batch starts a new buffer.
+            rows: Array = self._buffer[: self._staged_rows]
+            self._buffer = None
+        elif self._staged:
+            rows = self._staged[0] if len(self._staged) == 1 else _concat(self._staged, axis=0)
+        else:
             return
-        rows = self._staged[0] if len(self._staged) == 1 else _concat(self._staged, axis=0)
         self._staged, self._staged_rows = [], 0
         block = Block(len(rows), [rows])
         self.window.prepare(block)

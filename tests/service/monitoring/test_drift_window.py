@@ -39,8 +39,12 @@ def traffic(predictor: Predictor, seed: int = 0) -> np.ndarray:
 
 
 def bn_inputs(predictor: Predictor, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Gives back what each BN layer of the *unfolded* network receives for ``rows``, and the raw input."""
-    model = predictor.require_ready().model
+    """Gives back what each BN layer of the *unfolded* torch network receives for ``rows``, and the raw input
+    (the lean runtime's predictor holds no torch network: it is loaded here)."""
+    artifact = predictor.require_ready()
+    model = (
+        artifact.model if hasattr(artifact, "model") else load_artifact(Path(predictor.artifact_dir)).model
+    )
     seen: dict[str, np.ndarray] = {"input": rows.astype(np.float64)}
     hooks = [
         bn.register_forward_hook(
@@ -66,12 +70,15 @@ def weighted_mean_var(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarr
     return mean, np.average(centered**2, axis=axes, weights=w)
 
 
+@pytest.mark.parametrize("runtime", ["torch", "lean"])  # torch tensors kept, numpy rows staged in a buffer
 @pytest.mark.parametrize("fold_bn", [True, False], ids=["folded", "unfolded"])
 @pytest.mark.parametrize("kind", ["breast_cancer", "digits"], ids=["mlp_1d", "cnn_2d"])
 def test_the_row_window_holds_exactly_the_last_rows(
-    kind: str, fold_bn: bool, request: pytest.FixtureRequest
+    kind: str, fold_bn: bool, runtime: str, request: pytest.FixtureRequest
 ) -> None:
-    predictor = serve(request.getfixturevalue(f"{kind}_artifact"), drift_window=300, fold_bn=fold_bn)
+    predictor = serve(
+        request.getfixturevalue(f"{kind}_artifact"), drift_window=300, fold_bn=fold_bn, runtime=runtime
+    )
     rows = traffic(predictor)
     assert predictor.drift is not None
     window_rows, sites = predictor.drift.compare()
@@ -126,10 +133,15 @@ def test_the_monitor_never_writes_the_frozen_statistics(breast_cancer_artifact: 
     assert model_bn_fingerprint(artifact.model) == artifact.bn_fingerprint
 
 
+@pytest.mark.parametrize("runtime", ["torch", "lean"])
 @pytest.mark.parametrize("mode", ["rows", "decay"])
-def test_forwards_on_several_threads_at_once_lose_no_row(mode: str, breast_cancer_artifact: Path) -> None:
+def test_forwards_on_several_threads_at_once_lose_no_row(
+    mode: str, runtime: str, breast_cancer_artifact: Path
+) -> None:
     # The batcher runs small batches on the event loop while a large one runs in its worker thread.
-    predictor = serve(breast_cancer_artifact, drift_window=4096, drift_window_mode=mode, drift_decay=1e9)
+    predictor = serve(
+        breast_cancer_artifact, drift_window=4096, drift_window_mode=mode, drift_decay=1e9, runtime=runtime
+    )
     std = predictor.require_ready().manifest.input_standardization
     rng = np.random.default_rng(0)
     batches = [
