@@ -64,6 +64,12 @@ def test_every_route_answers_as_its_openapi_schema_says(api_schema: schemathesis
                 # A float32 body is valid when its length is a whole number of rows and its values are
                 # finite: OpenAPI cannot say that of a byte string, so the other checks apply to random bytes.
                 excluded = [positive_data_acceptance]
+            elif case.operation.path.endswith("/infer"):
+                # The Open Inference Protocol's request schema is the protocol's, the same for every model
+                # (any tensor names and shapes); which tensors a model takes is in its metadata, not in
+                # /openapi.json. Once the fuzzer hits the served model's name, a schema-valid body with other
+                # tensors gets the documented 400 saying which are expected. The other checks still apply.
+                excluded = [positive_data_acceptance]
             case.call_and_validate(checks=CHECKS, excluded_checks=excluded)
 
         answers_as_documented()
