@@ -53,11 +53,25 @@ end
 """
 
 
-def free_port() -> int:
-    """Gives back a TCP port on 127.0.0.1 that nothing listens on now (the tests use it too)."""
+def free_port(count: int = 1) -> int:
+    """Gives back a TCP port on 127.0.0.1 that nothing listens on now (the tests use it too); with ``count``,
+    the first of that many consecutive free ones (TorchServe listens on its port and the five after it)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if count == 1 or all(_bindable(port + i) for i in range(1, count)):
+            return port
+    raise RuntimeError(f"found no {count} consecutive free ports on 127.0.0.1")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass

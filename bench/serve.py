@@ -74,6 +74,7 @@ class Service:
     # Seconds of load before each measurement, at least: a JVM compiles its hot paths during the first
     # seconds of traffic (TorchServe's p99 was 0.5 s after the 1 s warm-up of --quick).
     min_warmup_s: float = 0.0
+    ports: int = 1  # consecutive ports it listens on, from the one it is given
 
     def command(self, model: Path, port: int) -> list[str]:
         args = [sys.executable, "-m", self.module, "--port", str(port), *self.args]
@@ -98,6 +99,7 @@ def _torchserve(batch: int) -> Service:
         predict_path=torchserve.PREDICT_PATH,
         quiet_when_idle=False,
         min_warmup_s=5.0,
+        ports=6,  # inference, management, metrics, two gRPC ports and the first worker's (bench/torchserve.py)
     )
 
 
@@ -110,6 +112,12 @@ SERVICES = (
         env=(("BNSERVE_RUNTIME", "lean"), ("BNSERVE_DRIFT_ENABLED", "true")),
     ),
     Service("bnserve-monitor-off", "service", checked=True, env=(("BNSERVE_DRIFT_ENABLED", "false"),)),
+    Service(
+        "bnserve-lean-monitor-off",
+        "service",
+        checked=True,
+        env=(("BNSERVE_RUNTIME", "lean"), ("BNSERVE_DRIFT_ENABLED", "false")),
+    ),
     Service(  # the lean service without the protocol fast path: every request through uvicorn's ASGI path
         "bnserve-lean-asgi",
         "service",
@@ -127,6 +135,10 @@ SERVICES = (
     *(_torchserve(b) for b in (1, 8, 16)),
 )
 BNSERVE = ("bnserve", "bnserve-lean")  # the variants the ratios are given for
+MONITOR_OFF = {
+    "bnserve": "bnserve-monitor-off",
+    "bnserve-lean": "bnserve-lean-monitor-off",
+}  # the same, drift off
 MINIMAL = "minimal"  # the least model server (bench/minimal.py): its ratios are the limit for a served model
 
 
@@ -253,7 +265,7 @@ def _best_seconds(fn: Any, batch: int) -> float:
 def running(service: Service, model: Path, *, cpus: set[int] | None) -> Iterator[tuple[int, float, float]]:
     """Starts ``service``; gives back its port, the seconds from process start to a 200 on its readiness
     path, and its resident memory then (MB)."""
-    port = free_port()
+    port = free_port(service.ports)
     cmd = service.command(model, port)
     if cpus:
         cmd = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *cmd]
@@ -526,7 +538,7 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
     bigs = {Load(args.big_concurrency, args.big_rows, float32=f).name for f in (False, True)}
     ratios = []
     for load in loads:
-        for variant in (*BNSERVE, MINIMAL):
+        for variant in (*BNSERVE, "bnserve-lean-monitor-off", MINIMAL):
             if not any(m.service == variant and m.load == load for m in runs[0].measurements):
                 continue
             row: dict[str, Any] = {"load": load, "service": variant}
@@ -544,9 +556,10 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
                 if variant == "bnserve-lean"
                 else None
             )
+            off = MONITOR_OFF.get(variant)
             row["monitor_on_vs_off"] = (
-                _median(_ratio(run, load, variant, "bnserve-monitor-off") for run in runs)
-                if variant == "bnserve"
+                _median(_ratio(run, load, variant, off) for run in runs)
+                if off is not None and any(m.service == off for m in runs[0].measurements)
                 else None
             )
             if load in bigs:
@@ -575,7 +588,8 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
 
 def _own_forward(run: RunResult, variant: str, batch: int) -> float:
     """The variant's own runtime in process at ``batch``, the faster of folded and unfolded (conservative)."""
-    prefix = "lean_" if variant in ("bnserve-lean", MINIMAL) else ""  # both compute models.numpy_net
+    # The lean variants and the minimal server all compute models.numpy_net.
+    prefix = "lean_" if variant.startswith("bnserve-lean") or variant == MINIMAL else ""
     return max(run.forward[f"{prefix}folded_b{batch}"], run.forward[f"{prefix}unfolded_b{batch}"])
 
 

@@ -122,3 +122,25 @@ def test_oip_request_bodies_carry_the_same_float32_rows() -> None:
     n = int(headers["Inference-Header-Content-Length"])
     assert orjson.loads(body[:n])["inputs"][0]["parameters"]["binary_data_size"] == rows.nbytes
     np.testing.assert_array_equal(np.frombuffer(body[n:], dtype="<f4").reshape(3, 4), rows)
+
+
+def test_free_port_finds_a_run_of_free_ports_past_one_taken() -> None:
+    """TorchServe listens on its port and the five after it: the benchmark asks for six in a row."""
+    import socket
+
+    from bench.load import free_port
+
+    port = free_port(6)
+    held = []
+    try:
+        for p in range(port, port + 6):  # every one of them can be listened on
+            s = socket.socket()
+            s.bind(("127.0.0.1", p))
+            s.listen()
+            held.append(s)
+        # With the run taken, the next answer is another run of six, not overlapping this one.
+        other = free_port(6)
+        assert not set(range(other, other + 6)) & set(range(port, port + 6))
+    finally:
+        for s in held:
+            s.close()
