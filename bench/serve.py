@@ -207,9 +207,19 @@ def ensure_artifact(path: Path) -> Artifact:
     return load_artifact(path)
 
 
+def _lean_served(artifact_dir: Path) -> Any:
+    from service.inference.lean import load_lean
+    from service.monitoring.drift import drift_monitor_for
+    from service.settings import Settings
+
+    settings = Settings(model_dir=artifact_dir, runtime="lean", drift_enabled=True)
+    return load_lean(settings, drift_monitor_for(settings), artifact_dir).runtime.forward
+
+
 def measure_forward(artifact: Artifact, rows: np.ndarray, *, cpus: set[int] | None) -> dict[str, float]:
     """Gives back the in-process forward rate (rows/s, one thread) at batch 1 and the big batch: torch's,
-    unfolded and folded, and the lean runtime's numpy network's, unfolded and folded.
+    unfolded and folded, the lean runtime's numpy network's, unfolded and folded, and the lean runtime's
+    forward as served (``lean_served``: with the drift monitor, softmax and logits).
 
     Measured with glibc tuned as the server tunes it (``keep_freed_memory``): torch's fastest. With
     glibc's defaults, freed 1 MB activations are handed back to the OS and faulted in again on the next
@@ -230,6 +240,9 @@ def measure_forward(artifact: Artifact, rows: np.ndarray, *, cpus: set[int] | No
         "folded": lambda x: folded(torch.from_numpy(x)),
         "lean_unfolded": lean.network,
         "lean_folded": fold(lean)[0],
+        # The lean runtime's forward as bnserve-lean serves it: folded, the drift monitor fed every batch
+        # (its window filling as in serving), softmax and logits.
+        "lean_served": _lean_served(artifact.path),
     }
     try:
         rates = {}
@@ -569,6 +582,11 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
                     _rate(run, load, variant, "rows_per_s") / _own_forward(run, variant, args.big_rows)
                     for run in runs
                 )
+                if variant == "bnserve-lean":  # what the HTTP path keeps of the forward it serves
+                    row["vs_served_forward"] = _median(
+                        _rate(run, load, variant, "rows_per_s") / run.forward[f"lean_served_b{args.big_rows}"]
+                        for run in runs
+                    )
             ratios.append(row)
     forward = {key: _median(run.forward[key] for run in runs) for key in runs[0].forward}
     startup = {key: _median(run.startup_s[key] for run in runs) for key in runs[0].startup_s}
@@ -638,7 +656,8 @@ def print_report(summary: dict[str, Any], args: argparse.Namespace, use_wrk: boo
         )
     print(
         "\n| load | service | / naive | / bare FastAPI | / raw ASGI | / minimal | / TorchServe best | lean / torch "
-        "| monitor on / off | p99 / p50 | rows/s / own forward |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| monitor on / off | p99 / p50 | rows/s / own forward | rows/s / served forward |"
+        "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     for r in summary["ratios"]:
         cells = [
@@ -651,6 +670,7 @@ def print_report(summary: dict[str, Any], args: argparse.Namespace, use_wrk: boo
             _shown(r["monitor_on_vs_off"], "{:.0%}"),
             _shown(r["p99_over_p50"], "{:.1f}"),
             _shown(r.get("vs_forward"), "{:.0%}"),
+            _shown(r.get("vs_served_forward"), "{:.0%}"),
         ]
         print(f"| {r['load']} | {r['service']} | " + " | ".join(cells) + " |")
     fwd = summary["forward_rows_per_s"]
