@@ -13,7 +13,8 @@ through the same predictor, micro-batcher, folded network and drift monitor as /
 give the same numbers, merged into the same forward passes. The message formats are
 service/inference/oip.py's; the tensor names models/signature.py's.
 
-Which model a path names is decided by ``served_model`` alone: the model repository's registry
+Which model a path names is decided by ``lease_served`` alone (``served_model`` is its context manager,
+``Infer.begin`` holds its lease until the answer is built): the model repository's registry
 (service/inference/repository) resolves the name and version, and the request holds that one version until
 its answer is built, as /predict does. A single artifact is a one-model repository, served under its manifest
 name (or ``BNSERVE_MODEL_NAME``), version "1".
@@ -61,6 +62,7 @@ from service.inference.oip import (
 )
 from service.inference.predictor import Predictor
 from service.inference.repository import ModelRegistry
+from service.inference.repository.registry import Lease
 
 SERVER_NAME = "bnserve"
 EXTENSIONS = ["binary_tensor_data"]
@@ -88,17 +90,30 @@ class ServedModel:
     feature_names: list[str]
 
 
-@contextmanager
-def served_model(state: State, name: str, version: str | None) -> Iterator[ServedModel]:
-    """Yields the model version that ``/v2/models/{name}[/versions/{version}]`` names, held until the caller
-    is done with it; raises BadRequest (400) for a malformed name or version, NotFound (404) for one not in
-    the repository or not serving, NotReady (503) while the model has no version ready.
+def lease_served(
+    registry: ModelRegistry[Predictor], name: str, version: str | None
+) -> tuple[Lease[Predictor], ServedModel]:
+    """Gives back a hold on the model version that ``/v2/models/{name}[/versions/{version}]`` names (the
+    caller releases it) and its protocol view; raises BadRequest (400) for a malformed name or version,
+    NotFound (404) for one not in the repository or not serving, NotReady (503) while the model has no
+    version ready, holding nothing.
 
     ``version`` None is the server's choice: the highest version serving.
     """
-    registry: ModelRegistry[Predictor] = state.registry
-    with registry.lease(name, version) as lease:
-        yield _served(lease.value)
+    lease = registry.lease(name, version)
+    try:
+        return lease, _served(lease.value)
+    except BaseException:
+        lease.release()
+        raise
+
+
+@contextmanager
+def served_model(state: State, name: str, version: str | None) -> Iterator[ServedModel]:
+    """Yields what ``lease_served`` gives, the version held until the caller is done with it."""
+    lease, served = lease_served(state.registry, name, version)
+    with lease:
+        yield served
 
 
 _SERVED: weakref.WeakKeyDictionary[Predictor, ServedModel] = weakref.WeakKeyDictionary()
@@ -261,9 +276,8 @@ class Infer(HotRoute[_Checked]):
         settings = hot.settings
         if checked.encoding not in (b"", b"identity"):
             body = _decompress(body, checked.encoding, settings.max_body_bytes)
-        lease = hot.registry.lease(*checked.target)  # the whole request runs on this one version
+        lease, served = lease_served(hot.registry, *checked.target)  # the whole request: this one version
         try:
-            served = _served(lease.value)
             request = parse_infer_request(
                 body,
                 checked.header_length,
