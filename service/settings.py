@@ -83,6 +83,13 @@ class Settings(BaseSettings):
         description="micro-batching: how long the first queued request waits for others; 0 merges only "
         "the requests that arrived while the previous forward ran (no added latency when idle)",
     )
+    inline_budget_ms: float = Field(
+        5.0,
+        ge=0,
+        description="micro-batching: a batch of more than 64 rows runs on the event loop instead of the "
+        "worker thread while no request of at most 64 rows came in during the last second and its forward "
+        "is expected to take at most this long; 0: always the thread",
+    )
     drift_enabled: bool = Field(
         True, description="watch live traffic at every BN layer and the input against the frozen statistics"
     )

@@ -10,7 +10,12 @@ loop (``max_wait_ms=0``) or after ``max_wait_ms``; every request parsed before t
 Small batches (at most ``inline_rows``) run on the event loop: a hop to a thread costs more than their
 forward. Larger ones run in one worker thread, and while they do, requests of at most ``inline_rows`` rows
 keep being served on the loop, so a large request never holds up small ones; large requests wait for the
-thread, in order.
+thread, in order. With ``inline_ms`` a large batch runs on the loop too, while no small request has come
+in for ``QUIET_S`` and its forward is expected to take at most ``inline_ms`` (from the wall time per row of
+the last large forwards): on a load of large requests alone the hop to the thread and back (two wake-ups,
+the thread's caches) cost 7 to 10% of the requests per second (docs/PERFORMANCE.md), and there is no
+small request to keep answered. The first small request to come in then waits for at most one such
+forward, and the large ones go back to the thread for as long as small ones keep coming.
 
 Failures stay with their caller: when a merged forward raises, each request of the batch is run again on
 its own, so only the request that fails gets the exception. A caller that goes away (its task cancelled)
@@ -22,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar, overload
@@ -31,6 +38,7 @@ import numpy as np
 log = logging.getLogger("bnserve")
 
 Forward = Callable[[np.ndarray], np.ndarray]
+QUIET_S = 1.0  # with inline_ms: how long after the last small request large batches may run on the loop
 Outcome = np.ndarray | BaseException
 
 
@@ -56,12 +64,16 @@ class MicroBatcher:
         max_batch_rows: int = 512,
         max_wait_ms: float = 0.0,
         inline_rows: int = 64,
+        inline_ms: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.forward = forward  # (B, F) float32 -> (B, K) float32, no cross-row dependence
         self.max_batch_rows = max_batch_rows
         self.max_wait = max_wait_ms / 1000
         self.inline_rows = inline_rows
+        self.inline_s = inline_ms / 1000  # 0: large batches always run in the worker thread
+        self._small_at = -math.inf  # loop time of the last small request queued
+        self._seconds_per_row: float | None = None  # of the last large forwards (wall time, averaged)
         # Called on the loop's thread with the row count of every forward pass (metrics).
         self.on_batch = on_batch
         self._pending: list[Request] = []
@@ -86,6 +98,8 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future() if waiter is None else waiter
         self._pending.append((rows, future))
+        if len(rows) <= self.inline_rows:
+            self._small_at = loop.time()
         if self.max_wait > 0 and self._pending_rows() >= self.max_batch_rows:
             self._cancel_schedule()  # the batch is full (or this request alone fills it): no reason to wait
             self._scheduled = loop.call_soon(self._flush)
@@ -120,8 +134,12 @@ class MicroBatcher:
             if rows <= self.inline_rows:
                 self._deliver(batch, *self._run(batch))
                 continue
+            loop = asyncio.get_running_loop()
+            if self._runs_inline(rows, loop.time()):
+                self._deliver(batch, *self._run_timed(batch, rows))
+                continue
             self._busy = True
-            done = asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch)
+            done = loop.run_in_executor(self._executor, self._run_timed, batch, rows)
             done.add_done_callback(functools.partial(self._on_threaded_done, batch))
 
     def _take_batch(self, *, small_only: bool) -> list[Request]:
@@ -147,6 +165,22 @@ class MicroBatcher:
             rows += n
         self._pending = kept
         return batch
+
+    def _runs_inline(self, rows: int, now: float) -> bool:
+        """Whether a batch of ``rows`` (more than ``inline_rows``) runs on the loop (see the module's doc)."""
+        spr = self._seconds_per_row
+        return spr is not None and rows * spr <= self.inline_s and now - self._small_at > QUIET_S
+
+    def _run_timed(self, batch: list[Request], rows: int) -> tuple[list[Outcome], list[int]]:
+        """``_run`` for a large batch, keeping its wall time per row (averaged with the last ones') for
+        ``_runs_inline``; on the loop or in the worker thread, one at a time."""
+        start = time.perf_counter()
+        result = self._run(batch)
+        if self.inline_s > 0 and result[1]:  # a forward that ran through: its time says what one costs
+            spr = (time.perf_counter() - start) / rows
+            last = self._seconds_per_row
+            self._seconds_per_row = spr if last is None else 0.75 * last + 0.25 * spr
+        return result
 
     def _run(self, batch: list[Request]) -> tuple[list[Outcome], list[int]]:
         """Gives back each request's output or exception, and the row count of each forward pass that

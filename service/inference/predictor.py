@@ -103,6 +103,7 @@ class Predictor:
             loaded.runtime.forward,
             max_batch_rows=self.settings.max_batch_rows,
             max_wait_ms=self.settings.max_wait_ms,
+            inline_ms=self.settings.inline_budget_ms,
             on_batch=self._on_batch,
         )
         m = loaded.artifact.manifest

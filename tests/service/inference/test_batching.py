@@ -208,6 +208,55 @@ def test_a_large_request_in_the_worker_thread_does_not_hold_up_small_ones() -> N
     assert big_thread and big_thread[0] != loop_thread[0]
 
 
+def _threads_of_large_forwards(
+    sizes: list[int], *, inline_ms: float, seconds_per_row: float = 0.0
+) -> list[str]:
+    """Submits requests of ``sizes`` rows one after the other (each forward taking at least
+    ``seconds_per_row`` per row); gives back, for each forward of more than 64 rows, whether it ran on the
+    loop's thread ("loop") or not ("thread")."""
+    where: list[str] = []
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        if len(x) > 64:
+            where.append("loop" if threading.get_ident() == loop_thread else "thread")
+            if seconds_per_row:
+                threading.Event().wait(seconds_per_row * len(x))
+        return per_row(x)
+
+    async def main() -> None:
+        batcher = MicroBatcher(forward, inline_rows=64, inline_ms=inline_ms)
+        for rows in distinct_rows(sizes):
+            assert_own_rows(await asyncio.wait_for(batcher.submit(rows), HANG_GUARD_S), rows)
+        batcher.close()
+
+    loop_thread = threading.get_ident()  # asyncio.run runs the loop on this thread
+    run(main())
+    return where
+
+
+def test_large_batches_run_on_the_loop_while_no_small_request_comes_in() -> None:
+    # The first large forward has no measured cost yet: the thread. Then the loop, until a small request
+    # comes in: from then on the thread again (for QUIET_S), so that small requests are not held up.
+    where = _threads_of_large_forwards([500, 500, 500, 1, 500, 500], inline_ms=1000)
+    assert where == ["thread", "loop", "loop", "thread", "thread"]
+
+
+def test_a_large_batch_expected_over_the_budget_stays_in_the_thread() -> None:
+    # 20 µs per row against a 5 ms budget: a 1,000-row forward (20 ms) never runs on the loop, even with no
+    # small request; a 100-row one (2 ms) does.
+    slow = 20e-6
+    assert _threads_of_large_forwards([1000] * 3, inline_ms=5, seconds_per_row=slow) == ["thread"] * 3
+    assert _threads_of_large_forwards([1000, 100, 1000], inline_ms=5, seconds_per_row=slow) == [
+        "thread",
+        "loop",
+        "thread",
+    ]
+
+
+def test_without_an_inline_budget_large_batches_always_run_in_the_thread() -> None:
+    assert _threads_of_large_forwards([500, 500, 500], inline_ms=0) == ["thread"] * 3
+
+
 def test_a_cancelled_caller_does_not_break_the_others() -> None:
     entered, release = threading.Event(), threading.Event()
 

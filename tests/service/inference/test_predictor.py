@@ -151,3 +151,16 @@ def test_freed_activations_are_reused_instead_of_faulted_in_again_each_forward()
     (tuned, with_tuning), (_, without) = faults("tuned"), faults("default")
     assert tuned == "True"
     assert with_tuning < 10, f"{with_tuning} page faults per 1,024-row forward (untuned: {without})"
+
+
+@pytest.mark.parametrize("budget_ms", [0.0, 5.0, 12.5])
+def test_the_inline_budget_setting_reaches_the_batcher(breast_cancer_artifact: Path, budget_ms: float) -> None:
+    predictor = Predictor(
+        Settings(model_dir=breast_cancer_artifact, device="cpu", runtime="lean", inline_budget_ms=budget_ms)
+    )
+    predictor.load()
+    try:
+        assert predictor.batcher is not None
+        assert predictor.batcher.inline_s == pytest.approx(budget_ms / 1000)
+    finally:
+        predictor.close()
