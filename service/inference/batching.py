@@ -12,10 +12,11 @@ forward. Larger ones run in one worker thread, and while they do, requests of at
 keep being served on the loop, so a large request never holds up small ones; large requests wait for the
 thread, in order. With ``inline_ms`` a large batch runs on the loop too, while no small request has come
 in for ``QUIET_S`` and its forward is expected to take at most ``inline_ms`` (from the wall time per row of
-the last large forwards): on a load of large requests alone the hop to the thread and back (two wake-ups,
-the thread's caches) cost 7 to 10% of the requests per second (docs/PERFORMANCE.md), and there is no
-small request to keep answered. The first small request to come in then waits for at most one such
-forward, and the large ones go back to the thread for as long as small ones keep coming.
+the last large forwards): on a load of large requests alone the hop to the thread and back (about three
+context switches per request) cost 3 to 15% of the requests per second in alternating runs
+(docs/PERFORMANCE.md), and there is no small request to keep answered. The first small request to come
+in then waits for at most one such forward, and the large ones go back to the thread for as long as small
+ones keep coming.
 
 Failures stay with their caller: when a merged forward raises, each request of the batch is run again on
 its own, so only the request that fails gets the exception. A caller that goes away (its task cancelled)
