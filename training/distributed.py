@@ -45,6 +45,7 @@ FAILURE_GRACE_S = 10.0
 FAILURE_KEY = "failure"  # "<rank>\n<message>" of the first rank that failed
 RELEASED_KEY = "released"  # set by the failed rank once the others have read FAILURE_KEY
 WATCH_INTERVAL_S = 0.5
+STOP_WAIT_S = 5.0  # how long leaving the session waits for the watchdog thread to end
 FAULT_VARIABLE = "BNSERVE_TEST_FAULT"  # for tests only: "<rank>:<step>:error|nan", see docs/DISTRIBUTED.md
 
 
@@ -223,7 +224,13 @@ class Watchdog:
         self.thread.start()
 
     def stop(self) -> None:
+        """Stops the watch and waits for the thread to end (at most a few store calls' time): a daemon thread
+        still inside a store call when the interpreter exits is ended by Python as it takes the GIL back,
+        which aborts the process ("terminate called without an active exception", SIGABRT) instead of
+        letting it exit 0."""
         self.stopped.set()
+        if self.thread is not threading.current_thread():
+            self.thread.join(STOP_WAIT_S)
 
     def _watch(self) -> None:
         store = self.ranks.store
