@@ -140,6 +140,7 @@ MONITOR_OFF = {
     "bnserve-lean": "bnserve-lean-monitor-off",
 }  # the same, drift off
 MINIMAL = "minimal"  # the least model server (bench/minimal.py): its ratios are the limit for a served model
+MIXED_MAX_ROWS = 8  # the largest request of mixed_items
 
 
 @dataclass(frozen=True)
@@ -470,7 +471,7 @@ class Bench:
             )
             await wrk(seconds=max(self.warmup, service.min_warmup_s))
             stop = asyncio.Event()
-            trickle = asyncio.create_task(self._trickle(port, stop)) if service.checked else None
+            trickle = asyncio.create_task(self._trickle(port, stop, load)) if service.checked else None
             r = await wrk(seconds=self.seconds)
             stop.set()
             checked = self._collect(await trickle, result) if trickle else 0
@@ -513,10 +514,23 @@ class Bench:
         r = await drive(HOST, port, items, concurrency=32, total=len(items) * 2, check=self.check)
         self._collect(r, result)
 
-    async def _trickle(self, port: int, stop: asyncio.Event) -> LoadResult:
-        """Distinct rows sent alongside wrk's load, so they are batched with it; every answer is checked."""
+    async def _trickle(self, port: int, stop: asyncio.Event, load: Load) -> LoadResult:
+        """Requests sent alongside wrk's load, every answer checked: beside one-row loads, distinct rows of 1
+        to 8, so they are batched with it; beside a large-request load, that load's own requests (JSON or
+        float32), so that it stays the load its row states. A trickle of small requests there made it a
+        mixed load: bnserve's batcher keeps large batches off the event loop while small requests come in,
+        and 60 one-row requests/s cost a 1,024-row float32 load 20% of its rate (docs/PERFORMANCE.md)."""
+        large = load.rows > MIXED_MAX_ROWS
         return await drive(
-            HOST, port, self.mixed_items(), concurrency=1, pause=0.01, stop=stop, check=self.check
+            HOST,
+            port,
+            self.items(load) if large else self.mixed_items(),
+            concurrency=1,
+            pause=0.01,
+            stop=stop,
+            check=self.check,
+            content_type=load.content_type if large else "application/json",
+            accept=load.accept if large else "",
         )
 
     @staticmethod
