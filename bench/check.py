@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from models import Artifact
+from models.lean import LeanArtifact
 
 TOLERANCE = 1e-6
 
@@ -39,7 +40,7 @@ class Reference:
         return cls(rows, torch.cat(outputs).numpy(), artifact.manifest.class_labels)
 
 
-def sample_rows(artifact: Artifact, n: int, *, seed: int = 0) -> np.ndarray:
+def sample_rows(artifact: Artifact | LeanArtifact, n: int, *, seed: int = 0) -> np.ndarray:
     """Gives back ``n`` distinct float32 rows spread like the training data (mean ± 2 std per feature)."""
     std = artifact.manifest.input_standardization
     rng = np.random.default_rng(seed)

@@ -140,7 +140,6 @@ MONITOR_OFF = {
     "bnserve-lean": "bnserve-lean-monitor-off",
 }  # the same, drift off
 MINIMAL = "minimal"  # the least model server (bench/minimal.py): its ratios are the limit for a served model
-MIXED_MAX_ROWS = 8  # the largest request of mixed_items
 
 
 @dataclass(frozen=True)
@@ -515,12 +514,12 @@ class Bench:
         self._collect(r, result)
 
     async def _trickle(self, port: int, stop: asyncio.Event, load: Load) -> LoadResult:
-        """Requests sent alongside wrk's load, every answer checked: beside one-row loads, distinct rows of 1
-        to 8, so they are batched with it; beside a large-request load, that load's own requests (JSON or
+        """Requests sent alongside wrk's load, every answer checked: beside a one-row load, distinct rows of 1
+        to 8, so they are batched with it; beside a larger-request load, that load's own requests (JSON or
         float32), so that it stays the load its row states. A trickle of small requests there made it a
         mixed load: bnserve's batcher keeps large batches off the event loop while small requests come in,
-        and 60 one-row requests/s cost a 1,024-row float32 load 20% of its rate (docs/PERFORMANCE.md)."""
-        large = load.rows > MIXED_MAX_ROWS
+        and one-row requests 10 ms apart cost a 1,024-row float32 load 20% of its rate (docs/PERFORMANCE.md)."""
+        large = load.rows > 1
         return await drive(
             HOST,
             port,

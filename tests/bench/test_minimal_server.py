@@ -26,7 +26,7 @@ def test_minimal_server_answers_each_caller_with_the_networks_rows(
     # Rows as the benchmark sends them, spread like the training data. Standard normal raw rows made logits
     # up to 150, where float32 rounding alone (folded against unfolded) reached 5.8e-6 in a probability on
     # an AMD EPYC's BLAS kernels, past the benchmark's 1e-6.
-    rows = sample_rows(artifact, 12)  # type: ignore[arg-type]  # it reads only the manifest
+    rows = sample_rows(artifact, 12)
     bodies = np.split(rows, np.cumsum((1, 3, 1, 5)))
     expected = [artifact.network(x) for x in bodies]  # unfolded and unbatched
     expected = [softmax(e) if labels is not None else e for e in expected]
