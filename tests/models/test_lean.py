@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import fold_batchnorm, load_artifact, load_lean_artifact
+from models import fold_batchnorm, load_artifact, load_lean_artifact, numpy_net
 from models.bn import batchnorm_layers
 from models.errors import UnsupportedLayerError
 from models.layers import (
@@ -283,3 +283,55 @@ def test_softmax_matches_torch_for_any_class_count(classes: int, rows: int) -> N
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_relu_against_the_zero_block_equals_numpys_maximum_with_zero(inplace: bool) -> None:
+    relu = numpy_net._relu_inplace if inplace else numpy_net._relu
+    rng = np.random.default_rng(0)
+    special = np.array([np.nan, -np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45, -3.0, 2.5], np.float32)
+    cases = {
+        "activation": rng.standard_normal((1024, 256)).astype(np.float32),
+        "special values": np.tile(special, (3, 1)),
+        "images, strided": rng.standard_normal((4, 8, 8, 6)).astype(np.float32)[:, ::2],
+        "empty": np.zeros((0, 7), np.float32),
+        "float64": rng.standard_normal((5, 3)),
+    }
+    for name, x in cases.items():
+        expected = np.maximum(x, 0)
+        got = relu(x.copy() if inplace else x)
+        assert got.dtype == x.dtype and got.shape == x.shape, name
+        np.testing.assert_array_equal(got, expected, err_msg=name)  # NaN where NaN
+        assert (np.signbit(got) == np.signbit(expected)).all(), name
+    # Past the zero block, numpy's scalar path: the same answers.
+    big = np.full(numpy_net._ZEROS.size + 3, -1.0, np.float32)
+    big[-1] = 4.0
+    np.testing.assert_array_equal(relu(big), np.maximum(big, 0))
+
+
+def test_the_zero_block_is_zeros_and_read_only() -> None:
+    zeros = numpy_net._ZEROS
+    assert zeros.size * 4 == numpy_net.ZERO_BLOCK_BYTES
+    assert not zeros.flags.writeable
+    assert not zeros[:: 4096 // 4].any() and not zeros[-1024:].any()
+    x = np.ones((2, 3), np.float32)
+    assert numpy_net._relu_inplace(x) is x  # in place: the input, not a new array
+    with pytest.raises(ValueError):
+        np.maximum(x, 0, out=numpy_net._zeros_for(x))  # type: ignore[call-overload]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
+def test_reading_the_whole_zero_block_holds_no_resident_memory() -> None:
+    # In a fresh interpreter: every page of the 64 MB block read, as ReLU reads it on the largest activations.
+    code = textwrap.dedent(
+        """
+        from models import numpy_net
+        def rss_kb():
+            return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS"))
+        before = rss_kb()
+        assert not numpy_net._ZEROS.any()
+        print(rss_kb() - before)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(done.stdout) < 8 * 1024, f"reading the zero block took {done.stdout.strip()} kB resident"
