@@ -219,7 +219,9 @@ def _lean_served(artifact_dir: Path) -> Any:
 def measure_forward(artifact: Artifact, rows: np.ndarray, *, cpus: set[int] | None) -> dict[str, float]:
     """Gives back the in-process forward rate (rows/s, one thread) at batch 1 and the big batch: torch's,
     unfolded and folded, the lean runtime's numpy network's, unfolded and folded, and the lean runtime's
-    forward as served (``lean_served``: with the drift monitor, softmax and logits).
+    forward as served (``lean_served``: with the drift monitor, softmax and logits). Each is given twice:
+    ``<kind>_b<batch>``, the fastest of the timed repeats, and ``<kind>_b<batch>_sustained``, the rate over
+    all of them (what a load measured for seconds is comparable with; ``_timed``).
 
     Measured with glibc tuned as the server tunes it (``keep_freed_memory``): torch's fastest. With
     glibc's defaults, freed 1 MB activations are handed back to the OS and faulted in again on the next
@@ -249,17 +251,24 @@ def measure_forward(artifact: Artifact, rows: np.ndarray, *, cpus: set[int] | No
         for kind, net in nets.items():
             for batch in (1, len(rows)):
                 x = rows[:batch]
-                rates[f"{kind}_b{batch}"] = batch / _best_seconds(lambda net=net, x=x: net(x), batch)
+                best, mean = _timed(lambda net=net, x=x: net(x))
+                rates[f"{kind}_b{batch}"], rates[f"{kind}_b{batch}_sustained"] = batch / best, batch / mean
         return rates
     finally:
         torch.set_num_threads(threads)
         os.sched_setaffinity(0, before)
 
 
-def _best_seconds(fn: Any, batch: int) -> float:
-    """The fastest of 15 timed repeats of about 0.1 s each: torch's best rate, so the ratios against it are
-    conservative. Spread over ~1.5 s, the repeats also span the slow stretches a shared machine has (7
-    repeats of 50 ms gave anywhere from 230k to 470k rows/s at batch 1,024 on the development machine)."""
+def _timed(fn: Any) -> tuple[float, float]:
+    """Gives back the seconds per call of the fastest of 15 timed repeats of about 0.1 s each, and over all
+    15 (~1.5 s).
+
+    The fastest is the best rate, so the ratios against it are conservative: spread over ~1.5 s, the
+    repeats span the slow stretches a shared machine has (7 repeats of 50 ms gave anywhere from 230k to
+    470k rows/s at batch 1,024 on the development machine). A load's rate is a mean over its seconds, slow
+    stretches included, so against the fastest 0.1 s it also loses the machine's noise: on the 2-core AMD
+    EPYC box the fastest repeat of a 1,024-row numpy forward was 2 to 8% above the rate over all 15
+    (docs/PERFORMANCE.md). The rate over all 15 is the like-for-like one."""
     with torch.inference_mode():
         t0 = time.perf_counter()
         for _ in range(5):
@@ -271,7 +280,7 @@ def _best_seconds(fn: Any, batch: int) -> float:
             for _ in range(n):
                 fn()
             times.append((time.perf_counter() - t0) / n)
-    return min(times)
+    return min(times), statistics.fmean(times)
 
 
 @contextlib.contextmanager
@@ -473,7 +482,14 @@ class Bench:
             trickle = asyncio.create_task(self._trickle(port, stop, load)) if service.checked else None
             r = await wrk(seconds=self.seconds)
             stop.set()
-            checked = self._collect(await trickle, result) if trickle else 0
+            rps, checked = r.rps, 0
+            if trickle:
+                sent = await trickle
+                checked = self._collect(sent, result)
+                if load.rows > 1:
+                    # The load's own requests (``_trickle``), answered while wrk ran: uncounted, they took
+                    # 10% of a 1,024-row load's rate out of its number (docs/PERFORMANCE.md).
+                    rps += sent.rps
         else:
             check = self.check if service.checked else None
             for seconds in (max(self.warmup, service.min_warmup_s), self.seconds):
@@ -489,6 +505,7 @@ class Bench:
                     path=service.predict_path,
                 )
             checked = self._collect(r, result) if service.checked else 0
+            rps = r.rps
         if r.failures and not r.problems:
             failed = f"{service.name} {load.name}: {r.failures} non-200 answers or socket errors"
             # A reference service's failures are its own (TorchServe's queue under c64, say): reported with
@@ -499,8 +516,8 @@ class Bench:
             load=load.name,
             rows=load.rows,
             concurrency=load.concurrency,
-            rps=r.rps,
-            rows_per_s=r.rps * load.rows,
+            rps=rps,
+            rows_per_s=rps * load.rows,
             p50_ms=r.p50_ms,
             p99_ms=r.p99_ms,
             failures=r.failures,
@@ -516,9 +533,10 @@ class Bench:
     async def _trickle(self, port: int, stop: asyncio.Event, load: Load) -> LoadResult:
         """Requests sent alongside wrk's load, every answer checked: beside a one-row load, distinct rows of 1
         to 8, so they are batched with it; beside a larger-request load, that load's own requests (JSON or
-        float32), so that it stays the load its row states. A trickle of small requests there made it a
-        mixed load: bnserve's batcher keeps large batches off the event loop while small requests come in,
-        and one-row requests 10 ms apart cost a 1,024-row float32 load 20% of its rate (docs/PERFORMANCE.md)."""
+        float32), so that it stays the load its row states, and those count in the load's rate
+        (``_measure``). A trickle of small requests there made it a mixed load: bnserve's batcher keeps large
+        batches off the event loop while small requests come in, and one-row requests 10 ms apart cost a
+        1,024-row float32 load 20% of its rate (docs/PERFORMANCE.md)."""
         large = load.rows > 1
         return await drive(
             HOST,
@@ -595,6 +613,11 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
                     _rate(run, load, variant, "rows_per_s") / _own_forward(run, variant, args.big_rows)
                     for run in runs
                 )
+                row["vs_forward_sustained"] = _median(
+                    _rate(run, load, variant, "rows_per_s")
+                    / _own_forward(run, variant, args.big_rows, sustained=True)
+                    for run in runs
+                )
                 if variant == "bnserve-lean":  # what the HTTP path keeps of the forward it serves
                     row["vs_served_forward"] = _median(
                         _rate(run, load, variant, "rows_per_s") / run.forward[f"lean_served_b{args.big_rows}"]
@@ -617,11 +640,13 @@ def summarize(runs: list[RunResult], args: argparse.Namespace) -> dict[str, Any]
     }
 
 
-def _own_forward(run: RunResult, variant: str, batch: int) -> float:
-    """The variant's own runtime in process at ``batch``, the faster of folded and unfolded (conservative)."""
+def _own_forward(run: RunResult, variant: str, batch: int, *, sustained: bool = False) -> float:
+    """The variant's own runtime in process at ``batch``, the faster of folded and unfolded (conservative):
+    its fastest repeat, or with ``sustained`` its rate over all the repeats (``_timed``)."""
     # The lean variants and the minimal server all compute models.numpy_net.
     prefix = "lean_" if variant.startswith("bnserve-lean") or variant == MINIMAL else ""
-    return max(run.forward[f"{prefix}folded_b{batch}"], run.forward[f"{prefix}unfolded_b{batch}"])
+    suffix = "_sustained" if sustained else ""
+    return max(run.forward[f"{prefix}{kind}_b{batch}{suffix}"] for kind in ("folded", "unfolded"))
 
 
 def _vs_best_torchserve(run: RunResult, load: str, variant: str) -> float:
@@ -669,8 +694,9 @@ def print_report(summary: dict[str, Any], args: argparse.Namespace, use_wrk: boo
         )
     print(
         "\n| load | service | / naive | / bare FastAPI | / raw ASGI | / minimal | / TorchServe best | lean / torch "
-        "| monitor on / off | p99 / p50 | rows/s / own forward | rows/s / served forward |"
-        "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| monitor on / off | p99 / p50 | rows/s / own forward | rows/s / own forward, sustained "
+        "| rows/s / served forward |"
+        "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     for r in summary["ratios"]:
         cells = [
@@ -683,6 +709,7 @@ def print_report(summary: dict[str, Any], args: argparse.Namespace, use_wrk: boo
             _shown(r["monitor_on_vs_off"], "{:.0%}"),
             _shown(r["p99_over_p50"], "{:.1f}"),
             _shown(r.get("vs_forward"), "{:.0%}"),
+            _shown(r.get("vs_forward_sustained"), "{:.0%}"),
             _shown(r.get("vs_served_forward"), "{:.0%}"),
         ]
         print(f"| {r['load']} | {r['service']} | " + " | ".join(cells) + " |")
