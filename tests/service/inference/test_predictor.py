@@ -154,7 +154,9 @@ def test_freed_activations_are_reused_instead_of_faulted_in_again_each_forward()
 
 
 @pytest.mark.parametrize("budget_ms", [0.0, 5.0, 12.5])
-def test_the_inline_budget_setting_reaches_the_batcher(breast_cancer_artifact: Path, budget_ms: float) -> None:
+def test_the_inline_budget_setting_reaches_the_batcher(
+    breast_cancer_artifact: Path, budget_ms: float
+) -> None:
     predictor = Predictor(
         Settings(model_dir=breast_cancer_artifact, device="cpu", runtime="lean", inline_budget_ms=budget_ms)
     )
