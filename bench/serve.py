@@ -160,6 +160,12 @@ class Load:
         return "application/octet-stream" if self.float32 else "application/json"
 
     @property
+    def large(self) -> bool:
+        """More than one row per request: the checking trickle beside it sends this load's own requests
+        (``Bench._trickle``), and their answers count in its rate (``Bench._measure``)."""
+        return self.rows > 1
+
+    @property
     def accept(self) -> str:
         return "application/octet-stream" if self.float32 else ""
 
@@ -486,7 +492,7 @@ class Bench:
             if trickle:
                 sent = await trickle
                 checked = self._collect(sent, result)
-                if load.rows > 1:
+                if load.large:
                     # The load's own requests (``_trickle``), answered while wrk ran: uncounted, they took
                     # 10% of a 1,024-row load's rate out of its number (docs/PERFORMANCE.md).
                     rps += sent.rps
@@ -537,7 +543,7 @@ class Bench:
         (``_measure``). A trickle of small requests there made it a mixed load: bnserve's batcher keeps large
         batches off the event loop while small requests come in, and one-row requests 10 ms apart cost a
         1,024-row float32 load 20% of its rate (docs/PERFORMANCE.md)."""
-        large = load.rows > 1
+        large = load.large
         return await drive(
             HOST,
             port,
